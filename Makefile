@@ -1,0 +1,54 @@
+# Tauon — the two commands a newcomer runs are `make demo` and `make test`.
+# Both set everything up first: the Python environment (cached outside the repo, keyed by the
+# pinned dependencies) and the Kubernetes control plane (built from the Go module proxy, cached
+# by version). Nothing needs to be installed by hand beyond python3 and go.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .tauon/venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: help setup venv control-plane demo test unit integration e2e cluster-up cluster-down \
+        crds crds-check bench clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+venv: ## the Python environment (torch, kopf, kubectl, helm …)
+	@hack/setup-venv.sh >/dev/null
+
+control-plane: ## build etcd, kube-apiserver, controller-manager, scheduler and kwok (cached)
+	@hack/build-control-plane.sh >/dev/null
+
+setup: venv control-plane
+
+demo: setup ## the main job: start the platform locally and show it working
+	@$(PY) hack/demo.py
+
+test: setup ## every test: unit, integration (real API server) and end-to-end
+	$(PY) -m pytest tests
+
+unit: venv ## unit tests only (no cluster)
+	$(PY) -m pytest tests/unit
+
+integration: setup ## integration tests against the local control plane
+	$(PY) -m pytest tests/integration
+
+e2e: setup ## end-to-end tests (the whole loop)
+	$(PY) -m pytest tests/e2e
+
+cluster-up: setup ## start the control plane in .tauon/cluster and print `export KUBECONFIG=…`
+	@$(PY) -m localkube up --state-dir .tauon/cluster
+
+cluster-down: ## stop the control plane started by cluster-up
+	@if [ -x $(PY) ]; then $(PY) -m localkube down --state-dir .tauon/cluster; fi
+
+crds: venv ## regenerate crds/ and charts/tauon/crds/ from the pydantic models
+	$(VENV)/bin/tauon-operator crds
+
+bench: setup ## benchmarks: they print figures, they do not pass or fail
+	$(PY) bench/cluster_start.py
+
+clean: cluster-down ## remove local state (not the caches in ~/.cache/tauon)
+	rm -rf .tauon .pytest_cache

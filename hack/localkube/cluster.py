@@ -1,0 +1,431 @@
+"""Start and stop a real control plane on 127.0.0.1: the Python API behind `make cluster-up`,
+the pytest fixture and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localkube import pki
+
+HACK = Path(__file__).resolve().parent.parent
+REPO = HACK.parent
+STORAGE_CLASS = "tauon-local"
+PROVISIONER = "tauon.dev/local-dir"
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started or did not become healthy."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node simulated by kwok: GPUs are advertised as the nvidia device plugin would."""
+
+    name: str
+    cpu: str = "64"
+    memory: str = "512Gi"
+    gpus: int = 8
+    pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[dict, ...] = ()
+
+    def manifest(self) -> dict:
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods)}
+        if self.gpus:
+            capacity["nvidia.com/gpu"] = str(self.gpus)
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+            **({"nvidia.com/gpu.present": "true"} if self.gpus else {}),
+            **self.labels,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1],
+                                "node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {"taints": list(self.taints)} if self.taints else {},
+            "status": {"capacity": capacity, "allocatable": capacity},
+        }
+
+
+def gpu_nodes(count: int = 4, gpus: int = 8, prefix: str = "gpu-node") -> list[NodeSpec]:
+    """The default fleet: `count` nodes with 8 nvidia.com/gpu, 64 CPU and 512Gi each."""
+    return [NodeSpec(name=f"{prefix}-{i}", gpus=gpus) for i in range(count)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_binaries() -> Path:
+    """Builds (or finds in the cache) the control-plane binaries; returns their directory."""
+    out = subprocess.run(
+        [str(HACK / "build-control-plane.sh")], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def tool(name: str) -> str:
+    """kubectl and helm live next to this Python (the project's venv), else on PATH."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise ClusterError(f"{name} not found: run hack/setup-venv.sh")
+    return found
+
+
+class Cluster:
+    """A running control plane. Use `Cluster.start()` (a context manager) or `Cluster.attach()`."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.pki = self.state_dir / "pki"
+        self.logs = self.state_dir / "logs"
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self._owned_state_dir = False
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path | None = None,
+        nodes: list[NodeSpec] | None = None,
+        bin_dir: Path | None = None,
+        timeout: float = 120.0,
+    ) -> "Cluster":
+        """Generates certificates, starts every component detached, waits until nodes are Ready."""
+        owned = state_dir is None
+        state_dir = Path(state_dir or tempfile.mkdtemp(prefix="tauon-cluster-"))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self = cls(state_dir)
+        self._owned_state_dir = owned
+        bin_dir = bin_dir or build_binaries()
+        nodes = gpu_nodes() if nodes is None else nodes
+        try:
+            self._start(bin_dir, nodes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> "Cluster":
+        """A handle on a cluster started by another process (e.g. `make cluster-up`)."""
+        self = cls(state_dir)
+        if not (self.state_dir / "cluster.json").exists():
+            raise ClusterError(f"no cluster state in {state_dir}")
+        return self
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.state_dir / "cluster.json").read_text())
+
+    @property
+    def server(self) -> str:
+        return self.info["server"]
+
+    def _save(self, **updates) -> None:
+        path = self.state_dir / "cluster.json"
+        info = json.loads(path.read_text()) if path.exists() else {"pids": {}}
+        info.update(updates)
+        path.write_text(json.dumps(info, indent=2))
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `make cluster-up`; stopped by pid
+            env={**os.environ, **(env or {})},
+            cwd=self.state_dir,
+        )
+        log.close()
+        pids = self.info.get("pids", {}) if (self.state_dir / "cluster.json").exists() else {}
+        pids[name] = proc.pid
+        self._save(pids=pids)
+        return proc
+
+    def _start(self, bin_dir: Path, nodes: list[NodeSpec], timeout: float) -> None:
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        pki.generate(self.pki)
+        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        self._save(server=server, bin_dir=str(bin_dir), pids={})
+        for ident in pki.IDENTITIES:
+            (self.state_dir / f"{ident.name}.kubeconfig").write_text(
+                pki.kubeconfig(self.pki, server, ident.name)
+            )
+        shutil.copy(self.state_dir / "admin.kubeconfig", self.kubeconfig)
+
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._spawn("etcd", [
+            str(bin_dir / "etcd"),
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",  # a throw-away store: durability buys nothing here
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ])
+        self._wait(lambda: _http_ok(f"{etcd_url}/health"), deadline, "etcd /health")
+
+        p = self.pki
+        self._spawn("kube-apiserver", [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            # PodSecurity is in the default admission chain; NodeRestriction joins it.
+            "--enable-admission-plugins=NodeRestriction,PodSecurity",
+            "--allow-privileged=true",
+            # The apiserver listens on loopback, which may not back the `kubernetes` Service
+            # endpoints; pods reach it through the address the node agent gives them.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            "--v=1",
+        ])
+        self._wait(self._apiserver_ready, deadline, "kube-apiserver /readyz")
+
+        common = [
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        self._spawn("kube-controller-manager", [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            f"--cluster-signing-cert-file={p / 'ca.crt'}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam",
+            *common,
+        ])
+        self._spawn("kube-scheduler", [
+            str(bin_dir / "kube-scheduler"),
+            f"--kubeconfig={self.state_dir / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={self.state_dir / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={self.state_dir / 'scheduler.kubeconfig'}",
+            f"--secure-port={free_port()}",
+            *common,
+        ])
+        stages = HACK / "kwok" / "stages.yaml"
+        self._spawn("kwok", [
+            str(bin_dir / "kwok"),
+            f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
+            f"--config={stages}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION[0]}={KWOK_NODE_ANNOTATION[1]}",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=127.0.0.1",
+            f"--server-address=127.0.0.1:{free_port()}",
+        ])
+        self._spawn("provisioner", [
+            sys.executable, "-m", "localkube.provisioner",
+            f"--kubeconfig={self.state_dir / 'provisioner.kubeconfig'}",
+            f"--root={self.state_dir / 'volumes'}",
+        ], env={"PYTHONPATH": os.pathsep.join([str(HACK), os.environ.get("PYTHONPATH", "")])})
+
+        self.apply(_storage_class())
+        self._wait(self._default_service_account, deadline, "the default ServiceAccount")
+        if nodes:
+            self.add_nodes(nodes, deadline - time.monotonic())
+        self._save(started_seconds=round(time.monotonic() - t0, 2))
+
+    def stop(self) -> None:
+        """Stops every component (reverse start order) and removes a temp state dir."""
+        path = self.state_dir / "cluster.json"
+        if not path.exists():
+            return
+        pids = json.loads(path.read_text()).get("pids", {})
+        for name, pid in reversed(list(pids.items())):
+            _terminate(pid)
+        self._save(pids={})
+        if self._owned_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # ---------------------------------------------------------------- using it
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+        """Runs kubectl against this cluster; raises with its stderr when check and it failed."""
+        argv = [tool("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {res.stderr.strip()}")
+        return res
+
+    def apply(self, *objects: dict, namespace: str | None = None) -> None:
+        docs = "\n---\n".join(json.dumps(o) for o in objects)
+        ns = ["-n", namespace] if namespace else []
+        self.kubectl("apply", "--server-side", "--field-manager=localkube", *ns, "-f", "-",
+                     input=docs)
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def add_nodes(self, nodes: list[NodeSpec], timeout: float = 60) -> None:
+        """Creates kwok nodes (status included, as kwok expects) and waits until all are Ready."""
+        docs = "\n---\n".join(json.dumps(n.manifest()) for n in nodes)
+        self.kubectl("create", "-f", "-", input=docs)
+        names = [n.name for n in nodes]
+        self._wait(lambda: self._nodes_ready(names), time.monotonic() + timeout, "nodes Ready")
+
+    def kubeconfig_for(self, identity: str) -> Path:
+        return self.state_dir / f"{identity}.kubeconfig"
+
+    def ssl_context(self, identity: str = "admin") -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(self.pki / f"{identity}.crt", self.pki / f"{identity}.key")
+        return ctx
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory of each component, from /proc (Linux)."""
+        out = {}
+        for name, pid in self.info.get("pids", {}).items():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return out
+
+    # ---------------------------------------------------------------- probes
+    def _wait(self, check, deadline: float, what: str) -> None:
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except Exception as e:  # noqa: BLE001 - report the last error on timeout
+                last_error = e
+            self._check_alive()
+            time.sleep(0.25)
+        raise ClusterError(f"timed out waiting for {what} (last error: {last_error}); "
+                           f"logs in {self.logs}")
+
+    def _check_alive(self) -> None:
+        for name, pid in self.info.get("pids", {}).items():
+            if not _alive(pid):
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise ClusterError(f"{name} exited early; last log lines:\n{tail}")
+
+    def _apiserver_ready(self) -> bool:
+        return _http_ok(f"{self.server}/readyz", self.ssl_context())
+
+    def _default_service_account(self) -> bool:
+        return self.kubectl("get", "serviceaccount", "default", "-n", "default",
+                            check=False).returncode == 0
+
+    def _nodes_ready(self, names: list[str]) -> bool:
+        items = self.get_json("nodes")["items"]
+        ready = {
+            n["metadata"]["name"]
+            for n in items
+            for c in n.get("status", {}).get("conditions", [])
+            if c["type"] == "Ready" and c["status"] == "True"
+        }
+        return set(names) <= ready
+
+
+def _storage_class() -> dict:
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }
+
+
+def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

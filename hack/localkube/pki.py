@@ -1,0 +1,144 @@
+"""Certificates and keys for a throw-away control plane (one CA, short-lived leaf certs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SERVICE_IP = "10.0.0.1"  # first address of --service-cluster-ip-range: the `kubernetes` Service
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Who a kubeconfig authenticates as: the cert's CN is the user, O the groups."""
+
+    name: str
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+# Each component gets its own identity so RBAC sees what a real cluster sees.
+IDENTITIES = (
+    ClientIdentity("admin", "kubernetes-admin", ("system:masters",)),
+    ClientIdentity("controller-manager", "system:kube-controller-manager"),
+    ClientIdentity("scheduler", "system:kube-scheduler"),
+    # kwok plays many kubelets at once; Node authorization would confine it to one node.
+    ClientIdentity("kwok", "kwok-controller", ("system:masters",)),
+    ClientIdentity("provisioner", "tauon:local-provisioner", ("system:masters",)),
+)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    return x509.Name(attrs)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def generate(pki_dir: Path, days: int = 7) -> None:
+    """Writes ca.{crt,key}, apiserver.{crt,key}, <identity>.{crt,key} and sa.{key,pub}."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = _name("tauon-local-ca")
+    ca = (
+        _builder(ca_name, ca_name, ca_key.public_key(), days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki_dir / "ca.key", ca_key)
+    _write_cert(pki_dir / "ca.crt", ca)
+
+    def leaf(stem: str, subject: x509.Name, usage, sans=None) -> None:
+        key = _key()
+        b = _builder(subject, ca_name, key.public_key(), days).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        _write_key(pki_dir / f"{stem}.key", key)
+        _write_cert(pki_dir / f"{stem}.crt", b.sign(ca_key, hashes.SHA256()))
+
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+           "kubernetes.default.svc.cluster.local"]
+    ips = ["127.0.0.1", SERVICE_IP]
+    leaf(
+        "apiserver",
+        _name("kube-apiserver"),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips],
+    )
+    for ident in IDENTITIES:
+        leaf(ident.name, _name(ident.user, ident.groups), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    # Service-account tokens are signed with RSA, as kube-apiserver expects by default.
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(pki_dir / "sa.key", sa)
+    (pki_dir / "sa.pub").write_bytes(
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def kubeconfig(pki_dir: Path, server: str, identity: str) -> str:
+    """A kubeconfig (YAML text) for one identity, with file references to the certs."""
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: tauon-local
+  cluster:
+    server: {server}
+    certificate-authority: {pki_dir / "ca.crt"}
+users:
+- name: {identity}
+  user:
+    client-certificate: {pki_dir / f"{identity}.crt"}
+    client-key: {pki_dir / f"{identity}.key"}
+contexts:
+- name: tauon-local
+  context:
+    cluster: tauon-local
+    user: {identity}
+current-context: tauon-local
+"""

@@ -1,0 +1,67 @@
+"""Shared fixtures. The control plane is real (hack/localkube) and started once per session,
+only when a test asks for it; unit tests never start it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from localkube import Cluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real control plane on loopback: etcd, kube-apiserver, controller-manager, scheduler,
+    kwok with 4 simulated nodes of 8 GPUs, and a local-directory volume provisioner."""
+    with Cluster.start() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def crds(cluster):
+    """Installs the generated CRDs and waits until the API server serves them."""
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    if not files:
+        pytest.fail("crds/ is empty: run `make crds`")
+    for f in files:
+        cluster.kubectl("apply", "--server-side", "-f", str(f))
+    for f in files:
+        name = re.search(r"^  name: (\S+)", f.read_text(), re.M).group(1)
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return [f.name for f in files]
+
+
+@pytest.fixture
+def namespace(cluster, request):
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    # The ServiceAccount controller creates `default` shortly after; pods need it.
+    wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+             what=f"default ServiceAccount in {name}")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_for(check, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
+    """Polls `check` until it returns something truthy; returns that value or fails the test."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def get_json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
