@@ -48,6 +48,9 @@ os.replace(tmp, f"{venv}/bin/helm")
 PY
 fi
 # Editable install of this checkout (fast: no dependency resolution).
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >&2
+log=$(mktemp)
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1 || {
+  cat "$log" >&2; rm -f "$log"; exit 1; }
+rm -f "$log"
 mkdir -p .tauon && ln -sfn "$VENV" .tauon/venv
 echo "$VENV"
