@@ -41,8 +41,8 @@ def main() -> int:
         print(cluster.kubectl("apply", "--server-side", "-f", str(f)).stdout.strip())
 
     step("the simulated GPU nodes")
-    print(cluster.kubectl("get", "nodes",
-                          "-o", "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,"
+    print(cluster.kubectl("get", "nodes").stdout)
+    print(cluster.kubectl("get", "nodes", "-o", "custom-columns=NAME:.metadata.name,"
                           "GPUS:.status.allocatable.nvidia\\.com/gpu,CPU:.status.allocatable.cpu,"
                           "MEMORY:.status.allocatable.memory").stdout)
 
