@@ -7,7 +7,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .tauon/venv
 PY := $(VENV)/bin/python
-export PYTHONPATH := $(CURDIR)/hack
+# The checkout on PYTHONPATH wins over wherever the shared venv's editable install points
+# (another clone on this machine may have installed itself there last).
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
 .PHONY: help setup venv control-plane demo test unit integration e2e cluster-up cluster-down \
         crds crds-check bench clean

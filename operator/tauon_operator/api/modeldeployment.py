@@ -1,0 +1,204 @@
+"""ModelDeployment: which model to serve, how many replicas, and what is being served."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from .common import (
+    ApiModel,
+    Condition,
+    Image,
+    LocalObjectRef,
+    Quantity,
+    Resources,
+    Sha256,
+    StatusModel,
+    cel,
+    conditions_field,
+    observed_generation_field,
+    phase_field,
+    rules,
+)
+
+
+class ModelSource(ApiModel):
+    """The model to serve: a TrainingJob's output, or a file pinned by sha256."""
+
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                "has(self.trainingJobRef) != has(self.uri)",
+                "set exactly one of trainingJobRef or uri",
+            ),
+            cel(
+                "has(self.uri) == has(self.sha256)",
+                "sha256 is required with uri, and only with uri",
+                field_path=".sha256",
+            ),
+        )
+    }
+
+    training_job_ref: LocalObjectRef | None = Field(
+        None,
+        description="Serve the model of this TrainingJob (same namespace), and follow it: a "
+        "new model from the job rolls out automatically.",
+    )
+    uri: str | None = Field(
+        None,
+        min_length=6,
+        max_length=2048,
+        pattern=r"^(https?|pvc)://\S+$",
+        description="Location of a model directory or safetensors file: `https://...` or "
+        "`pvc://<claim>/<path>`.",
+    )
+    sha256: Sha256 | None = Field(
+        None, description="Required with uri: SHA-256 of the weights; a mismatch is not served."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.training_job_ref is None) == (self.uri is None):
+            raise ValueError("set exactly one of trainingJobRef or uri")
+        if (self.uri is None) != (self.sha256 is None):
+            raise ValueError("sha256 is required with uri, and only with uri")
+        return self
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler on CPU utilisation."""
+
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must be less than or equal to maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    }
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_cpu_utilization_percentage: int = Field(
+        80,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU utilisation, in percent of the request, to scale at.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        return self
+
+
+class ServingResources(Resources):
+    """Compute for one inference pod: GPUs, CPU and memory."""
+
+    cpu: Quantity = Field(
+        "500m", description="CPU requested per pod, as a Kubernetes quantity (`1`, `500m`)."
+    )
+    memory: Quantity = Field(
+        "1Gi", description="Memory per pod, request and limit, as a Kubernetes quantity (`2Gi`)."
+    )
+
+
+class Batching(ApiModel):
+    """Dynamic batching: requests that arrive together are run as one batch."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch run at once.")
+    max_latency_ms: int = Field(
+        5, ge=0, le=10_000, description="Longest a request waits for others to join its batch."
+    )
+
+
+class Canary(ApiModel):
+    """A second model that receives a share of the traffic."""
+
+    model: ModelSource = Field(description="The canary model (same choices as spec.model).")
+    traffic_percent: int = Field(
+        10, ge=0, le=100, description="Percent of requests sent to the canary, 0-100."
+    )
+
+
+class Feedback(ApiModel):
+    """Collect user feedback on predictions (`POST /v1/feedback`) for retraining."""
+
+    enabled: bool = Field(False, description="Accept and store feedback.")
+    retention_days: int = Field(30, ge=1, le=3650, description="Days feedback is kept.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """The desired inference service."""
+
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                "!has(self.replicas) || !has(self.autoscaling)",
+                "set replicas or autoscaling, not both",
+                field_path=".replicas",
+            )
+        )
+    }
+
+    model: ModelSource = Field(
+        description="The model to serve: exactly one of trainingJobRef, or uri plus sha256."
+    )
+    replicas: int | None = Field(
+        None, ge=0, le=1000, description="Fixed number of replicas. Unset: 1, or autoscaling."
+    )
+    autoscaling: Autoscaling | None = Field(
+        None, description="Scale on CPU utilisation instead of a fixed replica count."
+    )
+    resources: ServingResources = Field(
+        default_factory=ServingResources, description="GPUs, CPU and memory of each inference pod."
+    )
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching settings.")
+    canary: Canary | None = Field(None, description="Send part of the traffic to a second model.")
+    feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
+    image: Image | None = None
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> ModelDeploymentSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set replicas or autoscaling, not both")
+        return self
+
+    @property
+    def desired_replicas(self) -> int:
+        """Replicas to run when not autoscaling (1 when unset)."""
+        return 1 if self.replicas is None else self.replicas
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+class ReplicaCounts(StatusModel):
+    """Replicas of the main (non-canary) Deployment."""
+
+    desired: int | None = Field(None, ge=0, description="Replicas wanted.")
+    ready: int | None = Field(None, ge=0, description="Replicas ready to serve.")
+    updated: int | None = Field(None, ge=0, description="Replicas running the current model.")
+
+
+class CanaryStatus(StatusModel):
+    """What the canary serves."""
+
+    model_digest: str | None = Field(None, description="Digest of the canary model.")
+    ready_replicas: int | None = Field(None, ge=0, description="Canary replicas ready.")
+    traffic_percent: int | None = Field(None, ge=0, le=100, description="Percent of traffic it gets.")
+
+
+class ModelDeploymentStatus(StatusModel):
+    """What is being served, where, and the conditions of the ModelDeployment."""
+
+    observed_generation: int | None = observed_generation_field()
+    phase: str | None = phase_field("Pending, Progressing, Ready, Degraded or Failed")
+    conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled")
+    url: str | None = Field(None, description="In-cluster URL of the inference service.")
+    replicas: ReplicaCounts | None = Field(None, description="Desired, ready and updated replicas.")
+    model_digest: str | None = Field(None, description="Digest (sha256) of the model being served.")
+    canary: CanaryStatus | None = Field(None, description="The canary, when one is configured.")
+    feedback_count: int | None = Field(None, ge=0, description="Feedback records stored.")

@@ -1,0 +1,144 @@
+"""The three kinds as whole objects, plus what the CRD needs to know about each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from pydantic import Field
+
+from .common import API_VERSION, ObjectMeta, StatusModel
+from .dataset import DatasetSpec, DatasetStatus
+from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from .trainingjob import TrainingJobSpec, TrainingJobStatus
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+
+    def to_crd(self) -> dict[str, Any]:
+        column = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.description:
+            column["description"] = self.description
+        if self.priority:
+            column["priority"] = self.priority
+        return column
+
+
+def _plain(value: Any) -> Any:
+    """Kopf bodies are read-only Mapping views; pydantic wants plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+PHASE = PrinterColumn("Phase", ".status.phase", description="One-word summary of the state.")
+AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+MESSAGE = PrinterColumn(
+    "Message",
+    '.status.conditions[?(@.type=="Ready")].message',
+    description="Why the object is or is not ready.",
+    priority=1,
+)
+
+
+class Resource(StatusModel):
+    """A whole custom object: apiVersion, kind, metadata, spec and status."""
+
+    KIND: ClassVar[str]
+    PLURAL: ClassVar[str]
+    SHORT_NAMES: ClassVar[tuple[str, ...]]
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]]
+
+    api_version: str = Field(API_VERSION, description="tauon.dev/v1alpha1")
+    kind: str = Field(description="The kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> Self:
+        """Validate a body as the API server (or kopf) returns it."""
+        data = _plain(body)
+        data.setdefault("kind", cls.KIND)
+        return cls.model_validate(data)
+
+    @classmethod
+    def singular(cls) -> str:
+        return cls.KIND.lower()
+
+
+class Dataset(Resource):
+    """A data set: a source (bundled, synthetic, HTTP pinned by sha256, or a PVC) prepared once
+    into a versioned, split layout on a PersistentVolumeClaim. Status carries a content digest,
+    per-split counts and class names."""
+
+    KIND = "Dataset"
+    PLURAL = "datasets"
+    SHORT_NAMES = ("tds",)  # never `ds`: that is DaemonSet
+    PRINTER_COLUMNS = (
+        PHASE,
+        PrinterColumn("Samples", ".status.counts.total", "integer", "Samples in all splits."),
+        PrinterColumn("Digest", ".status.digest", description="Content digest of the prepared data."),
+        AGE,
+        MESSAGE,
+    )
+
+    spec: DatasetSpec = Field(description="The desired data set.")
+    status: DatasetStatus = Field(default_factory=DatasetStatus, description="Observed state.")
+
+
+class TrainingJob(Resource):
+    """A training run: a model from the zoo trained on a Dataset by one or more worker pods
+    (DistributedDataParallel across pods), with checkpoints, evaluation and an exported model.
+    Status carries progress, metrics and the model artifact."""
+
+    KIND = "TrainingJob"
+    PLURAL = "trainingjobs"
+    SHORT_NAMES = ("tj",)
+    PRINTER_COLUMNS = (
+        PHASE,
+        PrinterColumn("Progress", ".status.progress.percent", "number", "Percent complete."),
+        PrinterColumn(
+            "Accuracy", ".status.metrics.latest.accuracy", "number", "Latest evaluated accuracy."
+        ),
+        AGE,
+        PrinterColumn("Dataset", ".spec.datasetRef.name", priority=1, description="The Dataset."),
+        PrinterColumn("Model", ".spec.model.architecture", priority=1, description="Architecture."),
+        MESSAGE,
+    )
+
+    spec: TrainingJobSpec = Field(description="The desired training run.")
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus, description="Observed state.")
+
+
+class ModelDeployment(Resource):
+    """An inference service for a trained model (Open Inference Protocol v2 plus
+    `/v1/predict`), with fixed or autoscaled replicas, dynamic batching, an optional canary and
+    feedback collection. Status carries the URL, ready replicas and the model digest served."""
+
+    KIND = "ModelDeployment"
+    PLURAL = "modeldeployments"
+    SHORT_NAMES = ("mdep",)
+    PRINTER_COLUMNS = (
+        PHASE,
+        PrinterColumn("Ready", ".status.replicas.ready", "integer", "Replicas ready to serve."),
+        PrinterColumn("Model", ".status.modelDigest", description="Digest of the model served."),
+        PrinterColumn("URL", ".status.url", description="In-cluster URL of the service."),
+        AGE,
+        MESSAGE,
+    )
+
+    spec: ModelDeploymentSpec = Field(description="The desired inference service.")
+    status: ModelDeploymentStatus = Field(
+        default_factory=ModelDeploymentStatus, description="Observed state."
+    )
+
+
+KINDS: tuple[type[Resource], ...] = (Dataset, TrainingJob, ModelDeployment)

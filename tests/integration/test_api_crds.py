@@ -1,0 +1,211 @@
+"""The API on a real API server: examples apply, kubectl explains and lists, bad input bounces.
+
+Fixtures (tests/conftest.py): `cluster` (a running control plane with `.kubectl()`), `crds`
+(crds/*.yaml applied and Established), `namespace` (a fresh namespace per test).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tauon_operator.api import Dataset, ModelDeployment, TrainingJob
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+CORPUS = sorted((Path(__file__).parent / "api_corpus").glob("*.yaml"))
+KIND = {"Dataset": Dataset, "TrainingJob": TrainingJob, "ModelDeployment": ModelDeployment}
+
+
+def apply(cluster, namespace: str, text: str, *extra: str):
+    return cluster.kubectl(
+        "apply", "--validate=strict", "-n", namespace, *extra, "-f", "-", input=text, check=False
+    )
+
+
+def get_json(cluster, namespace: str, *what: str) -> dict:
+    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+
+
+def eventually(check, timeout: float = 30, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+# --- examples ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_example_applies_and_server_defaults_match_the_models(cluster, crds, namespace, path):
+    res = apply(cluster, namespace, path.read_text())
+    assert res.returncode == 0, res.stderr
+    for doc in yaml.safe_load_all(path.read_text()):
+        stored = get_json(cluster, namespace, doc["kind"].lower(), doc["metadata"]["name"])
+        # The API server filled the CRD's defaults; the operator's models fill theirs: the same.
+        parsed = KIND[doc["kind"]].parse(stored)
+        assert _normalised(stored["spec"]) == _normalised(parsed.spec.to_dict())
+
+
+def _normalised(value):
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # quantities: `2` on the server, "2" in the model
+        except ValueError:
+            return value
+    return value
+
+
+# --- kubectl experience ------------------------------------------------------------------------
+
+
+def test_kubectl_explain_teaches_the_api(cluster, crds):
+    def explained():
+        res = cluster.kubectl("explain", "trainingjob.spec.workers", check=False)
+        return res if res.returncode == 0 else None
+
+    res = eventually(explained)  # the OpenAPI document is published shortly after Established
+    assert res is not None, "kubectl explain trainingjob.spec.workers failed"
+    assert "Number of worker pods" in res.stdout
+    assert "integer" in res.stdout
+    nested = cluster.kubectl("explain", "tj.spec.hyperparameters.optimizer").stdout
+    assert "sgd" in nested
+    source = cluster.kubectl("explain", "tds.spec.source").stdout
+    assert "exactly one of builtin, synthetic, http or pvc" in source
+
+
+def test_get_tauon_lists_all_three_kinds(cluster, crds, namespace):
+    for kind in ("dataset", "trainingjob", "modeldeployment"):
+        res = apply(cluster, namespace, (REPO / f"examples/{kind}-minimal.yaml").read_text())
+        assert res.returncode == 0, res.stderr
+    names = cluster.kubectl("get", "tauon", "-n", namespace, "-o", "name").stdout.split()
+    assert sorted(names) == [
+        "dataset.tauon.dev/example-minimal",
+        "modeldeployment.tauon.dev/example-minimal",
+        "trainingjob.tauon.dev/example-minimal",
+    ]
+    for short in ("tds", "tj", "mdep"):
+        assert "example-minimal" in cluster.kubectl("get", short, "-n", namespace).stdout
+    headers = {
+        "tds": ["NAME", "PHASE", "SAMPLES", "DIGEST", "AGE"],
+        "tj": ["NAME", "PHASE", "PROGRESS", "ACCURACY", "AGE"],
+        "mdep": ["NAME", "PHASE", "READY", "MODEL", "URL", "AGE"],
+    }
+    for short, wanted in headers.items():
+        table = cluster.kubectl("get", short, "-n", namespace).stdout.splitlines()
+        assert table[0].split() == wanted, table[0]
+
+
+def test_status_accepts_what_operator_and_runtime_write(cluster, crds, namespace):
+    res = apply(cluster, namespace, (REPO / "examples/trainingjob-minimal.yaml").read_text())
+    assert res.returncode == 0, res.stderr
+    status = {
+        "observedGeneration": 1,
+        "phase": "Running",
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "Training", "message": "epoch 3/10",
+             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Reconciling", "status": "True", "reason": "Training", "message": "",
+             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1},
+        ],
+        "startTime": "2025-01-01T00:00:00Z",
+        "active": 1,
+        "progress": {"epoch": 3, "totalEpochs": 10, "step": 150, "totalSteps": 500,
+                     "percent": 30.0, "etaSeconds": 42},
+        "metrics": {"latest": {"accuracy": 0.925, "loss": 0.31}, "best": {"accuracy": 0.93}},
+        "latestCheckpoint": "/checkpoints/epoch-3.pt",
+    }
+    cluster.kubectl(
+        "patch", "trainingjob", "example-minimal", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )
+    stored = get_json(cluster, namespace, "trainingjob", "example-minimal")
+    job = TrainingJob.parse(stored)
+    assert job.status.metrics.latest["accuracy"] == 0.925
+    assert [c.type for c in job.status.conditions] == ["Ready", "Reconciling"]
+    row = cluster.kubectl("get", "tj", "example-minimal", "-n", namespace, "--no-headers").stdout
+    assert row.split()[:4] == ["example-minimal", "Running", "30", "0.925"]
+
+
+# --- the corpus of malformed manifests ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    path: Path
+    expect: str  # a field path the API server's message must name
+    message: str | None  # and, when given, a piece of the sentence
+    update: bool  # first document applied, the second (a change) rejected
+    docs: tuple[dict, ...]
+
+
+def load_case(path: Path) -> Case:
+    headers = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("# ") and ":" in line:
+            key, _, value = line[2:].partition(":")
+            headers.setdefault(key.strip(), value.strip())
+    docs = tuple(d for d in yaml.safe_load_all(path.read_text()) if d)
+    name = path.stem[:63]
+    for doc in docs:  # one object name per case, so cases can share a namespace
+        doc.setdefault("metadata", {})["name"] = name
+    return Case(
+        path=path,
+        expect=headers["expect"],
+        message=headers.get("message"),
+        update=headers.get("mode", "").startswith("update"),
+        docs=docs,
+    )
+
+
+def test_corpus_size():
+    assert len(CORPUS) >= 40
+
+
+@pytest.fixture(scope="module")
+def corpus_namespace(cluster, crds):
+    name = f"api-corpus-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_malformed_manifest_is_rejected_with_its_field_path(cluster, corpus_namespace, path):
+    case = load_case(path)
+    ns = corpus_namespace
+    if case.update:
+        first, second = case.docs
+        res = apply(cluster, ns, json.dumps(first))
+        assert res.returncode == 0, f"the valid first document was rejected: {res.stderr}"
+        doc = second
+    else:
+        (doc,) = case.docs
+    res = apply(cluster, ns, json.dumps(doc))
+    assert res.returncode != 0, f"{path.name} was accepted:\n{res.stdout}"
+    error = res.stderr
+    assert "Error from server" in error or "is invalid" in error, error  # the server said no
+    assert case.expect in error, f"{case.expect!r} not named in: {error}"
+    if case.message:
+        assert case.message in error, f"{case.message!r} not in: {error}"
+    if not case.update:
+        gone = cluster.kubectl("get", doc["kind"].lower(), doc["metadata"]["name"], "-n", ns,
+                               check=False)
+        assert gone.returncode != 0, "a rejected object must not exist"
