@@ -3,15 +3,16 @@ only when a test asks for it; unit tests never start it."""
 
 from __future__ import annotations
 
-import json
 import re
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from localkube import Cluster
+
+from kubetest import (  # noqa: F401 - re-exported for tests that import conftest
+    OperatorProcess, condition, finish_pods, get_json, status_of, wait_for, wait_phase)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,17 +52,19 @@ def namespace(cluster, request):
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait_for(check, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
-    """Polls `check` until it returns something truthy; returns that value or fails the test."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster, crds) -> Path:
+    """The identity the in-process operator runs as: exactly the chart's RBAC when the chart
+    helper is available, so the integration tests prove those rules are enough."""
+    try:
+        from operator_rbac import chart_rbac_kubeconfig
+    except ImportError:  # before the chart exists: the admin identity
+        return cluster.kubeconfig
+    return chart_rbac_kubeconfig(cluster)
 
 
-def get_json(cluster, *args: str) -> dict:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+@pytest.fixture(scope="session")
+def tauon_operator(operator_kubeconfig):
+    op = OperatorProcess(operator_kubeconfig).start()
+    yield op
+    op.stop()

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import get_json, wait_for
+from kubetest import get_json, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -1,0 +1,77 @@
+"""Helpers for tests against the local control plane: polling, reading objects, ending kwok
+pods, and the operator running in this process."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+
+def wait_for(check, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
+    """Polls `check` until it returns something truthy; returns that value or fails the test."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def get_json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+class OperatorProcess:
+    """The operator running in this process (kopf's test runner), startable and stoppable."""
+
+    def __init__(self, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
+        self.runner = None
+
+    def start(self) -> "OperatorProcess":
+        import os
+
+        from kopf.testing import KopfRunner
+
+        os.environ.update({"KUBECONFIG": str(self.kubeconfig), "TAUON_METRICS_PORT": "0",
+                           "TAUON_HEALTH_PORT": "0"})
+        self.runner = KopfRunner(["run", "--all-namespaces", "--standalone",
+                                  "-m", "tauon_operator.main"], timeout=60)
+        self.runner.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.__exit__(None, None, None)
+            self.runner = None
+
+
+def status_of(cluster, kind: str, name: str, namespace: str) -> dict:
+    res = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(res.stdout).get("status", {}) if res.returncode == 0 else {}
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def wait_phase(cluster, kind: str, name: str, namespace: str, phase: str, timeout: float = 60) -> dict:
+    return wait_for(lambda: (s := status_of(cluster, kind, name, namespace)).get("phase") == phase and s,
+                    timeout=timeout, what=f"{kind} {name} phase {phase}")
+
+
+def finish_pods(cluster, namespace: str, selector: str, code: int = 0, count: int | None = None) -> list[str]:
+    """Ends kwok pods the way a container would: with an exit code."""
+    def running():
+        pods = get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"]
+        live = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
+        return live if live and (count is None or len(live) >= count) else None
+    names = wait_for(running, what=f"running pods {selector}")
+    for name in names[:count] if count else names:
+        cluster.kubectl("annotate", "pod", name, "-n", namespace, f"sim.tauon.dev/exit-code={code}")
+    return names
