@@ -1,0 +1,204 @@
+"""Throughput and latency of `tauon-runtime serve`, batching on and off.
+
+Starts the real server (``python -m tauon_runtime serve``) on 127.0.0.1 with a model exported
+the way training exports it, sends a bounded number of requests at concurrency 1, 8 and 32 and
+prints requests/s, p50 and p99 latency, and the mean batch size the server formed (from its
+/metrics). Client and server share the machine, so the figures are a floor. Prints; never
+asserts.
+
+    python bench/serve_throughput.py                       # seed CNN on 8x8 digits, CPU
+    python bench/serve_throughput.py --architecture resnet18 --image-size 32 --channels 3
+    python bench/serve_throughput.py --model-dir /path/to/exported/model --endpoint v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_untrained(out: Path, architecture: str, channels: int, size: int) -> Path:
+    """Throughput does not depend on the weights: an untrained export of the right shape."""
+    import torch
+
+    from tauon_runtime.models import build_model, export_model
+
+    torch.manual_seed(0)
+    model = build_model(architecture, 10, channels, size)
+    export_model(model, out, {
+        "name": "bench", "architecture": architecture, "modelOptions": {}, "numClasses": 10,
+        "classes": [str(i) for i in range(10)], "inputShape": [channels, size, size],
+        "preprocessing": {"scale": 255.0, "mean": [0.5] * channels, "std": [0.25] * channels},
+        "metrics": {}, "datasetDigest": "bench",
+    })
+    return out
+
+
+def scrape_batches(text: str) -> tuple[float, float]:
+    total = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        m = re.match(r"^tauon_serve_batch_size_(sum|count) (\S+)$", line)
+        if m:
+            total[m.group(1)] = float(m.group(2))
+    return total["sum"], total["count"]
+
+
+async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}")
+            try:
+                async with s.get(f"{base}/v2/health/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("server did not become ready")
+
+
+async def load(base: str, path: str, body: bytes, concurrency: int, requests: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async with s.get(f"{base}/metrics") as r:
+            sum0, count0 = scrape_batches(await r.text())
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                async with s.post(f"{base}{path}", data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        async with s.get(f"{base}/metrics") as r:
+            sum1, count1 = scrape_batches(await r.text())
+    lat = sorted(latencies)
+    return {
+        "rps": len(lat) / elapsed,
+        "p50": 1000 * statistics.median(lat),
+        "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+        "batch": (sum1 - sum0) / max(1.0, count1 - count0),
+        "errors": errors,
+    }
+
+
+async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path) -> list[dict]:
+    port = free_port()
+    config = {
+        "modelName": "bench", "modelDir": str(model_dir), "host": "127.0.0.1", "port": port,
+        "device": args.device, "batching": {"maxBatchSize": max_batch, "maxLatencyMs": args.max_latency_ms},
+    }
+    cfg_path = workdir / f"serve-{max_batch}.json"
+    cfg_path.write_text(json.dumps(config))
+    log_path = workdir / f"serve-{max_batch}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg_path)],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            await wait_ready(base, proc)
+        except SystemExit:
+            print(log_path.read_text()[-3000:], file=sys.stderr)
+            raise
+        card = json.loads((model_dir / "model.json").read_text())
+        c, h, w = card["inputShape"]
+        sample = np.random.default_rng(0).integers(0, 256, (c, h, w)).tolist()
+        if args.endpoint == "v2":
+            path = "/v2/models/bench/infer"
+            body = json.dumps({"inputs": [{"name": "input", "shape": [1, c, h, w], "datatype": "UINT8",
+                                           "data": sample}]}).encode()
+        else:
+            path, body = "/v1/predict", json.dumps({"instances": [sample]}).encode()
+        await load(base, path, body, 4, 40)  # warm-up: connections, allocator, caches
+        rows = []
+        for concurrency in args.concurrency:
+            # Steady state: the batcher remembers recent concurrency for up to a second.
+            await asyncio.sleep(1.2)
+            await load(base, path, body, concurrency, 5 * concurrency)
+            stats = await load(base, path, body, concurrency, args.requests)
+            rows.append({"batching": "on" if max_batch > 1 else "off", "concurrency": concurrency, **stats})
+            print(f"  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
+                  f"{stats['rps']:8.1f} req/s  p50 {stats['p50']:7.2f} ms  p99 {stats['p99']:7.2f} ms  "
+                  f"mean batch {stats['batch']:5.1f}  errors {stats['errors']}", flush=True)
+        return rows
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def amain(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="tauon-bench-serve-") as tmp:
+        workdir = Path(tmp)
+        model_dir = Path(args.model_dir) if args.model_dir else export_untrained(
+            workdir / "model", args.architecture, args.channels, args.image_size)
+        print(f"serve_throughput: model {model_dir}, endpoint {args.endpoint}, {args.requests} requests "
+              f"per level, device {args.device}, {os.cpu_count()} CPUs", flush=True)
+        rows = []
+        for max_batch in (args.max_batch_size, 1):
+            rows += await bench_mode(args, model_dir, max_batch, workdir)
+        print()
+        print("| batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['batching']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.2f} | "
+                  f"{r['p99']:.2f} | {r['batch']:.1f} |")
+        if args.json:
+            print(json.dumps(rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", help="an exported model (default: an untrained export made here)")
+    p.add_argument("--architecture", default="cnn")
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=8)
+    p.add_argument("--endpoint", choices=("predict", "v2"), default="predict")
+    p.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--max-batch-size", type=int, default=32, help="batching on: the largest batch")
+    p.add_argument("--max-latency-ms", type=float, default=5.0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
+    asyncio.run(amain(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

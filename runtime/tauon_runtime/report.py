@@ -1,0 +1,183 @@
+"""Progress reporting: JSON lines on stdout, and (optionally) the owning resource's status.
+
+Every event is one JSON object on one stdout line (`{"event": "epoch", ...}`), so `kubectl logs`
+and log pipelines read the same thing. When env TAUON_STATUS_TARGET names the custom resource
+(`<group>/<version>/namespaces/<ns>/<plural>/<name>`), the same events become merge patches of
+its status subresource, sent with the pod's service-account token using only the standard
+library (the runtime carries no Kubernetes client). Status updates are best effort: a failure is
+logged and training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+ENV_TARGET = "TAUON_STATUS_TARGET"
+ENV_API_URL = "TAUON_STATUS_API_URL"  # overrides KUBERNETES_SERVICE_HOST/PORT (tests, out of cluster)
+ENV_SA_DIR = "TAUON_SERVICEACCOUNT_DIR"
+ENV_TERMINATION_LOG = "TAUON_TERMINATION_LOG"
+DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TERMINATION_LOG_LIMIT = 4096  # what the kubelet keeps of a termination message
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge of `patch` into a copy of `base` (None deletes, dicts merge)."""
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class StatusReporter:
+    """Merge-patches one custom resource's status subresource, at most every `interval` seconds.
+
+    Patches that arrive inside the interval are merged and sent with the next one; `final=True`
+    (and `flush()`) send at once, so the last state always lands.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_url: str,
+        token_path: Path | None = None,
+        ca_path: Path | None = None,
+        interval: float = 2.0,
+        timeout: float = 5.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        parts = target.strip("/").split("/")
+        if len(parts) != 6 or parts[2] != "namespaces":
+            raise ValueError(
+                f"{ENV_TARGET} must be <group>/<version>/namespaces/<ns>/<plural>/<name>, got {target!r}"
+            )
+        group, version, _, ns, plural, name = parts
+        self.url = f"{api_url.rstrip('/')}/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status"
+        self.token_path, self.ca_path = token_path, ca_path
+        self.interval, self.timeout = interval, timeout
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._pending: dict[str, Any] = {}
+        self._last_sent = float("-inf")
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failures = 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StatusReporter | None:
+        env = dict(os.environ if env is None else env)
+        target = env.get(ENV_TARGET)
+        if not target:
+            return None
+        sa_dir = Path(env.get(ENV_SA_DIR, DEFAULT_SA_DIR))
+        api_url = env.get(ENV_API_URL)
+        if not api_url:
+            host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                print(f"{ENV_TARGET} set but KUBERNETES_SERVICE_HOST is not; status not reported",
+                      file=sys.stderr)
+                return None
+            api_url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        return cls(target, api_url, token_path=sa_dir / "token", ca_path=sa_dir / "ca.crt")
+
+    def patch(self, body: dict[str, Any], final: bool = False) -> None:
+        with self._lock:
+            self._pending = merge(self._pending, body) if self._pending else body
+            if final or time.monotonic() - self._last_sent >= self.interval:
+                self._send_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._send_locked()
+
+    def _send_locked(self) -> None:
+        body, self._pending = self._pending, {}
+        self._last_sent = time.monotonic()
+        headers = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
+        if self.token_path and self.token_path.exists():
+            # Re-read every time: projected service-account tokens rotate.
+            headers["Authorization"] = f"Bearer {self.token_path.read_text().strip()}"
+        context = None
+        if self.url.startswith("https:"):
+            cafile = str(self.ca_path) if self.ca_path and self.ca_path.exists() else None
+            context = ssl.create_default_context(cafile=cafile)
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers=headers, method="PATCH"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as resp:
+                resp.read()
+            self.sent += 1
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            self.failures += 1
+            detail = e.read().decode(errors="replace")[:300] if isinstance(e, urllib.error.HTTPError) else ""
+            self._log(f"status patch to {self.url} failed: {e} {detail}".rstrip())
+
+
+def write_termination_log(result: dict[str, Any], path: str | None = None) -> None:
+    """Write the final result where the kubelet reads a container's termination message."""
+    path = path or os.environ.get(ENV_TERMINATION_LOG)
+    if not path:
+        return
+    text = json.dumps(result, separators=(",", ":"), default=str)
+    if len(text) > TERMINATION_LOG_LIMIT:  # keep it valid JSON rather than cut mid-string
+        text = json.dumps({k: result[k] for k in ("event", "result", "error", "message") if k in result})
+    try:
+        Path(path).write_text(text[:TERMINATION_LOG_LIMIT])
+    except OSError as e:
+        print(f"cannot write termination log {path}: {e}", file=sys.stderr)
+
+
+class Reporter:
+    """Emits events as JSON lines and turns them into status patches. Rank 0 only.
+
+    `status_for(event, fields)` maps an event to a status patch (None: nothing to patch); the
+    training and prepare commands supply their own.
+    """
+
+    FINAL_EVENTS = frozenset({"finished", "exported", "error"})
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        status: StatusReporter | None = None,
+        status_for: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.status = status if enabled else None
+        self.status_for = status_for
+
+    def event(self, name: str, **fields: Any) -> dict[str, Any]:
+        record = {"event": name, "time": round(time.time(), 3), **fields}
+        if not self.enabled:
+            return record
+        print(json.dumps(record, default=str), file=self.stream or sys.stdout, flush=True)
+        self.to_status(name, fields, final=name in self.FINAL_EVENTS)
+        return record
+
+    def to_status(self, name: str, fields: dict[str, Any], final: bool = False) -> None:
+        """Status only, no log line: used for frequent progress updates inside an epoch."""
+        if self.status and self.status_for:
+            body = self.status_for(name, fields)
+            if body:
+                self.status.patch(body, final=final)
+
+    def close(self) -> None:
+        if self.status:
+            self.status.flush()

@@ -1,0 +1,114 @@
+"""`tauon-runtime serve`: the inference server.
+
+Listens at once (liveness answers while the model loads), loads and verifies the exported model
+(a sha256 mismatch exits non-zero and readiness never turns true), warms it up, then reports
+ready. SIGTERM turns readiness off, stops accepting connections, answers what is queued, exits 0.
+
+Exit codes (those of `tauon-runtime`): 0 clean shutdown, 1 the model could not be loaded,
+2 invalid config, 3 the model was refused (its sha256 does not match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("tauon_runtime.serve")
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+
+
+async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: ANN001 (ServeConfig)
+    """Run the server until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
+    from aiohttp import web
+
+    from tauon_runtime.models import ModelIntegrityError
+    from tauon_runtime.report import Reporter, write_termination_log
+
+    from .app import STATE, activate, create_app
+    from .model import ServedModel
+
+    try:
+        app = create_app(config)
+    except (ValueError, OSError) as e:  # e.g. feedback enabled without a path, unwritable volume
+        log.error("cannot start: %s", e)
+        write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
+        return EXIT_CONFIG
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=min(30.0, config.request_timeout_seconds))
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
+        write_termination_log({"event": "error", "result": "failed", "error": "ListenFailed", "message": str(e)})
+        await runner.cleanup()
+        return EXIT_FAILED
+    log.info("listening on http://%s:%d (not ready until model %s is loaded)", config.host, config.port, config.model_name)
+
+    reporter = Reporter()
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    try:
+        model = await loop.run_in_executor(
+            None, ServedModel.load, config.model_dir, config.model_name, config.expected_sha256, config.device
+        )
+        await activate(app, model)
+    except Exception as e:
+        reason = "ModelIntegrity" if isinstance(e, ModelIntegrityError) else "ModelLoadFailed"
+        if isinstance(e, ModelIntegrityError):
+            log.error("refusing to serve model %s: %s", config.model_name, e)
+        else:
+            log.exception("cannot load model %s from %s", config.model_name, config.model_dir)
+        result = reporter.event("error", command="serve", result="failed", error=reason, message=str(e))
+        write_termination_log(result)
+        await runner.cleanup()
+        return EXIT_MODEL if isinstance(e, ModelIntegrityError) else EXIT_FAILED
+    served = app[STATE].model
+    reporter.event("ready", command="serve", model=config.model_name, sha256=served.digest,
+                   architecture=served.architecture, device=str(served.device), port=config.port)
+    await stop.wait()
+    reporter.event("finished", command="serve", result="stopped")
+    app[STATE].ready = False
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `tauon-runtime serve [--config PATH]`; returns the exit code."""
+    from tauon_runtime.config import ConfigError, ServeConfig, load_config
+
+    parser = argparse.ArgumentParser(prog="tauon-runtime serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="run config file (JSON or YAML); default: $TAUON_RUN_CONFIG "
+                        "or $TAUON_RUN_CONFIG_JSON")
+    # Overrides for what a pod knows only at start: its own address (the downward API's
+    # status.podIP) and port.
+    parser.add_argument("--host", help="address to listen on (overrides the config's host)")
+    parser.add_argument("--port", type=int, help="port to listen on (overrides the config's port)")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(ServeConfig, args.config)
+    except ConfigError as e:
+        from tauon_runtime.report import write_termination_log
+
+        print(f"tauon-runtime serve: {e}", file=sys.stderr)
+        write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
+        return EXIT_CONFIG
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = config.model_copy(update=overrides)
+    return asyncio.run(serve(config))

@@ -1,0 +1,515 @@
+"""HTTP routes of the inference server (aiohttp).
+
+- Open Inference Protocol v2: ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{name}``,
+  ``/v2/models/{name}/ready``, ``/v2/models/{name}/infer`` (also under ``/versions/{version}``).
+  The one input, ``input`` [-1, C, H, W], is on the 0..255 pixel scale of every Tauon data set;
+  the server normalises it as the model card says.
+- ``POST /v1/predict``: an image (``image/*`` body or multipart files) or JSON
+  ``{"instances": [...]}`` / ``{"array": ...}``; top-k labels and a prediction id per sample.
+- ``POST /v1/feedback``, ``GET /v1/feedback/stats``; ``GET /metrics``.
+
+Every error is JSON ``{"error": "..."}`` with a 4xx/5xx status; nothing a client sends can stop
+the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from tauon_runtime.config import ServeConfig
+
+from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
+from .codec import BadInput, decode_image, decode_v2_input, encode_v2_output, parse_array_body
+from .feedback import FeedbackStore, PredictionCache, make_record
+from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
+from .model import ServedModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STATE", "ServeState", "activate", "create_app"]
+
+SERVER_NAME = "tauon"
+SERVER_VERSION = "0.1.0"
+MAX_SAMPLES_PER_REQUEST = 1024
+KEEP_INPUT_BYTES = 1 << 20  # inputs larger than this are summarised, not kept for feedback
+INLINE_PARSE_BYTES = 256 << 10  # larger bodies are parsed off the event loop
+OUTPUTS = ("probabilities", "labels")
+
+
+@dataclass
+class ServeState:
+    config: ServeConfig
+    metrics: ServeMetrics = field(default_factory=ServeMetrics)
+    predictions: PredictionCache = field(default_factory=PredictionCache)
+    feedback: FeedbackStore | None = None
+    model: ServedModel | None = None
+    batcher: DynamicBatcher | None = None
+    ready: bool = False
+
+    def require_model(self, name: str) -> ServedModel:
+        if name != self.config.model_name:
+            raise web.HTTPNotFound(text=f"unknown model {name!r}; this server serves {self.config.model_name!r}")
+        if self.model is None or self.batcher is None or not self.ready:
+            raise web.HTTPServiceUnavailable(text=f"model {name!r} is not ready yet")
+        return self.model
+
+
+STATE = web.AppKey("tauon_serve_state", ServeState)
+
+_REASONS = {
+    400: "bad_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Turn every failure into a JSON error and count every request."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except BadInput as e:
+        response = _error(e.status, str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        response = _error(e.status, message, headers={k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")})
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = _error(500, "internal error; see the server log")
+    code = response.status
+    state.metrics.requests.labels(route, request.method, str(code)).inc()
+    state.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+    if code >= 400:
+        state.metrics.errors.labels(route, _REASONS.get(code, "internal" if code >= 500 else f"http_{code}")).inc()
+    return response
+
+
+# ------------------------------------------------------------------------------------------
+# Body reading
+
+
+def _check_length(request: web.Request) -> int:
+    """A declared Content-Length over the limit gets 413 before anything is read."""
+    limit = request.app[STATE].config.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=request.content_length,
+            text=f"request body of {request.content_length} bytes is over the limit of {limit} bytes",
+        )
+    return limit
+
+
+async def _within_timeout(request: web.Request, reading: Awaitable[Any]) -> Any:
+    """A client that trickles its body in is cut off at the request timeout (408)."""
+    timeout = request.app[STATE].config.request_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            return await reading
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout:g}s") from None
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = _check_length(request)
+    try:
+        return await _within_timeout(request, request.read())  # aiohttp enforces client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=limit + 1, text=f"request body is over the limit of {limit} bytes"
+        ) from None
+
+
+def _json(body: bytes) -> Any:
+    if not body:
+        raise BadInput("the request body is empty; send JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"the body is not valid JSON: {e}") from None
+
+
+async def _off_loop(size: int, fn: Callable[..., Any], *args: Any) -> Any:
+    if size <= INLINE_PARSE_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.ndarray:
+    assert state.batcher is not None
+    timeout = state.config.request_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            return await state.batcher.submit(inputs, arrival)
+    except TimeoutError:
+        raise web.HTTPGatewayTimeout(text=f"inference did not finish within {timeout:g}s") from None
+    except Overloaded as e:
+        raise web.HTTPServiceUnavailable(text=f"server overloaded: {e}; retry later", headers={"Retry-After": "1"}) from None
+    except BatcherClosed as e:
+        raise web.HTTPServiceUnavailable(text=str(e)) from None
+
+
+def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source: str) -> list[str]:
+    """Give each prediction an id and remember it (with its input) for feedback."""
+    assert state.model is not None
+    classes = state.model.classes
+    ids = []
+    top = probs.argmax(axis=1)
+    for i, k in enumerate(top):
+        pid = str(uuid.uuid4())
+        label = classes[int(k)]
+        state.predictions.put(make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES))
+        state.metrics.predictions.labels(label).inc()
+        ids.append(pid)
+    return ids
+
+
+# ------------------------------------------------------------------------------------------
+# Open Inference Protocol v2
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    is_ready = request.app[STATE].ready
+    return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+
+def _version(model: ServedModel) -> str:
+    return str(model.card.get("version", "1"))
+
+
+def _versioned_model(request: web.Request) -> ServedModel:
+    model = request.app[STATE].require_model(request.match_info["name"])
+    version = request.match_info.get("version")
+    if version is not None and version != _version(model):
+        raise web.HTTPNotFound(text=f"model {model.name!r} has no version {version!r}; it serves {_version(model)!r}")
+    return model
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model = _versioned_model(request)
+    c, h, w = model.chw
+    return web.json_response(
+        {
+            "name": model.name,
+            "versions": [_version(model)],
+            "platform": "pytorch",
+            "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [-1, c, h, w]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.classes)]},
+                {"name": "labels", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "parameters": {
+                "architecture": model.architecture,
+                "sha256": model.digest,
+                "classes": model.classes,
+                "preprocessing": model.card.get("preprocessing") or {},
+                "maxBatchSize": state.config.batching.max_batch_size,
+            },
+        }
+    )
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    if name != state.config.model_name:
+        raise web.HTTPNotFound(text=f"unknown model {name!r}; this server serves {state.config.model_name!r}")
+    return web.json_response({"name": name, "ready": state.ready}, status=200 if state.ready else 503)
+
+
+def _parse_v2(body: bytes, model: ServedModel) -> tuple[np.ndarray, dict[str, Any]]:
+    req = _json(body)
+    if not isinstance(req, dict):
+        raise BadInput("the v2 infer body must be a JSON object with 'inputs'")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        count = len(inputs) if isinstance(inputs, list) else 0
+        raise BadInput(f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {count}")
+    x, _ = decode_v2_input(inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST)
+    return x, req
+
+
+async def infer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model = _versioned_model(request)
+    assert state.batcher is not None
+    with state.batcher.arrival() as arrival:
+        body = await _read_body(request)
+        x, req = await _off_loop(len(body), _parse_v2, body, model)
+        wanted = [o.get("name") if isinstance(o, dict) else o for o in (req.get("outputs") or [])] or list(OUTPUTS)
+        unknown = [o for o in wanted if o not in OUTPUTS]
+        if unknown:
+            raise BadInput(f"unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}")
+        probs = await _infer(state, x, arrival)
+    ids = _remember(state, probs, x, "v2")
+    outputs = []
+    for name in wanted:
+        if name == "probabilities":
+            outputs.append(encode_v2_output(name, probs.astype(np.float32), "FP32"))
+        else:
+            outputs.append(encode_v2_output(name, [model.classes[int(k)] for k in probs.argmax(axis=1)], "BYTES"))
+    response: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": _version(model),
+        "outputs": outputs,
+        "parameters": {"predictionIds": ids, "modelDigest": model.digest},
+    }
+    if "id" in req:
+        response["id"] = req["id"]
+    return web.json_response(response)
+
+
+# ------------------------------------------------------------------------------------------
+# /v1: predict and feedback
+
+
+JSON_TYPES = frozenset({"application/json", "text/json"})
+# What curl -d, a bare POST or a generic client sends: the body tells what it is.
+SNIFF_TYPES = frozenset({"application/octet-stream", "application/x-www-form-urlencoded", "text/plain"})
+
+
+async def _predict_inputs(request: web.Request, model: ServedModel) -> tuple[np.ndarray, np.ndarray, str]:
+    """-> (inputs for the model, inputs to remember, source)."""
+    content_type = request.content_type
+    loop = asyncio.get_running_loop()
+    if content_type == "multipart/form-data":
+        _check_length(request)
+        try:
+            form = await _within_timeout(request, request.post())  # enforces client_max_size
+        except ValueError as e:
+            raise BadInput(f"could not parse the multipart form: {e}") from None
+        files = [v for v in form.values() if isinstance(v, web.FileField)]
+        if not files:
+            raise BadInput("the multipart form has no file part; attach the image as a file")
+        if len(files) > MAX_SAMPLES_PER_REQUEST:
+            raise BadInput(f"{len(files)} images; at most {MAX_SAMPLES_PER_REQUEST} per request")
+        images = []
+        for f in files:
+            try:
+                images.append(await loop.run_in_executor(None, decode_image, f.file.read(), model.chw))
+            except BadInput as e:
+                raise BadInput(f"file {f.filename or f.name!r}: {e}", e.status) from None
+        pixels = np.stack(images)
+        return pixels.astype(np.float32), pixels, "image"
+    if not (content_type.startswith("image/") or content_type in JSON_TYPES or content_type in SNIFF_TYPES):
+        raise BadInput(
+            f"unsupported Content-Type {content_type!r}; send image/png, image/jpeg, "
+            "multipart/form-data with image files, or application/json",
+            status=415,
+        )
+    body = await _read_body(request)
+    is_json = content_type in JSON_TYPES or (content_type in SNIFF_TYPES and body.lstrip()[:1] == b"{")
+    if is_json:
+        x = await _off_loop(
+            len(body), lambda: parse_array_body(_json(body), model.chw, MAX_SAMPLES_PER_REQUEST).astype(np.float32)
+        )
+        return x, x, "array"
+    pixels = (await loop.run_in_executor(None, decode_image, body, model.chw))[None]
+    return pixels.astype(np.float32), pixels, "image"
+
+
+def _top_k(request: web.Request, default: int, num_classes: int) -> int:
+    raw = request.query.get("topK") or request.query.get("top_k")
+    if raw is None:
+        return min(default, num_classes)
+    try:
+        k = int(raw)
+    except ValueError:
+        raise BadInput(f"topK must be an integer, got {raw!r}") from None
+    if k < 1:
+        raise BadInput("topK must be at least 1")
+    return min(k, num_classes)
+
+
+async def predict(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model = state.require_model(state.config.model_name)
+    k = _top_k(request, state.config.top_k, len(model.classes))
+    assert state.batcher is not None
+    with state.batcher.arrival() as arrival:
+        x, remembered, source = await _predict_inputs(request, model)
+        probs = await _infer(state, x, arrival)
+    ids = _remember(state, probs, remembered, source)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    predictions = []
+    for i, pid in enumerate(ids):
+        top = [{"label": model.classes[int(j)], "score": float(probs[i, j])} for j in order[i]]
+        predictions.append({"predictionId": pid, "label": top[0]["label"], "score": top[0]["score"], "topK": top})
+    return web.json_response({"predictions": predictions, "modelName": model.name, "modelDigest": model.digest})
+
+
+def _feedback_label(body: dict[str, Any], classes: list[str]) -> str | None:
+    given = [body[k] for k in ("label", "trueLabel") if body.get(k) is not None]
+    if len(given) == 2 and str(given[0]) != str(given[1]):
+        raise BadInput("'label' and 'trueLabel' disagree; send one of them")
+    if not given:
+        return None
+    label = given[0]
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise BadInput(f"label must be a string (one of the model's classes), got {label!r}")
+    if str(label) not in classes:
+        shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+        raise BadInput(f"label {str(label)!r} is not one of the model's classes: {shown}")
+    return str(label)
+
+
+async def feedback(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model = state.require_model(state.config.model_name)
+    if state.feedback is None:
+        raise web.HTTPNotFound(text="feedback is not enabled on this deployment (feedback.enabled)")
+    body = _json(await _read_body(request))
+    if not isinstance(body, dict):
+        raise BadInput('feedback must be a JSON object: {"predictionId": ..., "label": ...}')
+    pid = body.get("predictionId")
+    if not isinstance(pid, str) or not pid:
+        raise BadInput("'predictionId' (a string from /v1/predict) is required")
+    true_label = _feedback_label(body, model.classes)
+    score = body.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)):
+        raise BadInput(f"score must be a finite number, got {score!r}")
+    if true_label is None and score is None:
+        raise BadInput("send the true 'label' (or 'trueLabel'), a 'score', or both")
+    record = state.predictions.get(pid)
+    if record is None:
+        raise web.HTTPNotFound(text=f"unknown prediction id {pid!r} (unknown, or too old to be remembered)")
+    correct = None if true_label is None else true_label == record.label
+    entry = {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "predictionId": pid,
+        "modelName": model.name,
+        "modelDigest": model.digest,
+        "predictedAt": record.created.isoformat(),
+        "predictedLabel": record.label,
+        "predictedScore": record.score,
+        "trueLabel": true_label,
+        "correct": correct,
+        "score": score,
+        "input": record.input_summary(),
+    }
+    await state.feedback.append_async(entry)
+    state.metrics.feedback.labels("unknown" if correct is None else str(correct).lower()).inc()
+    return web.json_response({"stored": True, "predictionId": pid, "correct": correct}, status=201)
+
+
+async def feedback_stats(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.feedback is None:
+        return web.json_response({"enabled": False})
+    return web.json_response({"enabled": True, **state.feedback.stats.as_dict()})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.batcher is not None:
+        state.metrics.queue_depth.set(state.batcher.depth)
+    return web.Response(body=state.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ------------------------------------------------------------------------------------------
+# Application and lifecycle
+
+
+async def activate(app: web.Application, model: ServedModel) -> None:
+    """Attach a loaded model: warm it up, start the batcher, then (only then) report ready."""
+    state = app[STATE]
+    cfg = state.config.batching
+    await asyncio.get_running_loop().run_in_executor(None, model.warm_up, cfg.max_batch_size)
+    m = state.metrics
+
+    def on_batch(size: int, seconds: float) -> None:
+        m.batch_size.observe(size)
+        m.inference_latency.observe(seconds)
+
+    batcher = DynamicBatcher(
+        model.forward,
+        max_batch_size=cfg.max_batch_size,
+        max_latency_ms=cfg.max_latency_ms,
+        on_batch=on_batch,
+        on_queue_depth=m.queue_depth.set,
+    )
+    await batcher.start()
+    state.model, state.batcher = model, batcher
+    m.model_info.labels(model.name, model.architecture, model.digest, str(model.device)).set(1)
+    m.model_ready.set(1)
+    state.ready = True
+    log.info("model %s ready (batching: max %d samples, %g ms)", model.name, cfg.max_batch_size, cfg.max_latency_ms)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    state = app[STATE]
+    state.ready = False
+    state.metrics.model_ready.set(0)
+    if state.batcher is not None:
+        await state.batcher.stop(drain_seconds=min(10.0, state.config.request_timeout_seconds))
+
+
+def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.Application:
+    """The aiohttp application. With ``model`` it activates on startup; without, it starts
+    unready and :func:`activate` is called once the model has loaded."""
+    app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_observe])
+    state = ServeState(config=config)
+    if config.feedback.enabled:
+        if not config.feedback.path:
+            raise ValueError("feedback.enabled needs feedback.path (a JSONL file on a volume)")
+        state.feedback = FeedbackStore(config.feedback.path, config.feedback.retention_days)
+        state.feedback.open()
+    app[STATE] = state
+
+    r = app.router
+    r.add_get("/v2/health/live", live)
+    r.add_get("/v2/health/ready", ready)
+    r.add_get("/v2", server_metadata)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        r.add_get(prefix, model_metadata)
+        r.add_get(prefix + "/ready", model_ready)
+        r.add_post(prefix + "/infer", infer)
+    r.add_post("/v1/predict", predict)
+    r.add_post("/v1/feedback", feedback)
+    r.add_get("/v1/feedback/stats", feedback_stats)
+    r.add_get("/metrics", metrics)
+
+    if model is not None:
+        async def _activate(app: web.Application) -> None:
+            await activate(app, model)
+
+        app.on_startup.append(_activate)
+    app.on_shutdown.append(_on_shutdown)
+    return app
