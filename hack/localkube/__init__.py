@@ -9,6 +9,6 @@ PersistentVolumeClaims to directories on this machine.
         cluster.kubectl("get", "nodes")
 """
 
-from localkube.cluster import Cluster, ClusterError, NodeSpec
+from localkube.cluster import Cluster, ClusterError, NodeAgentSpec, NodeSpec
 
-__all__ = ["Cluster", "ClusterError", "NodeSpec"]
+__all__ = ["Cluster", "ClusterError", "NodeAgentSpec", "NodeSpec"]

@@ -70,6 +70,32 @@ class NodeSpec:
         }
 
 
+@dataclass(frozen=True)
+class NodeAgentSpec:
+    """The local node agent (localkube.nodeagent): a real node whose pods run as processes on
+    this machine. cpu/memory default to this machine's; gpus advertises nvidia.com/gpu."""
+
+    name: str = "local-agent"
+    cpu: str = ""
+    memory: str = ""
+    gpus: int = 0
+    pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()        # "key[=value]:Effect"
+    image_env: dict[str, str] = field(default_factory=dict)  # env every container starts with
+    backoff: float = 1.0                # first restart back-off in seconds (kubelet: 10)
+
+    def argv(self) -> list[str]:
+        out = [f"--name={self.name}", f"--pods={self.pods}", f"--gpus={self.gpus}",
+               f"--backoff={self.backoff}"]
+        out += [f"--cpu={self.cpu}"] if self.cpu else []
+        out += [f"--memory={self.memory}"] if self.memory else []
+        out += [f"--label={k}={v}" for k, v in self.labels.items()]
+        out += [f"--taint={t}" for t in self.taints]
+        out += [f"--image-env={k}={v}" for k, v in self.image_env.items()]
+        return out
+
+
 def gpu_nodes(count: int = 4, gpus: int = 8, prefix: str = "gpu-node") -> list[NodeSpec]:
     """The default fleet: `count` nodes with 8 nvidia.com/gpu, 64 CPU and 512Gi each."""
     return [NodeSpec(name=f"{prefix}-{i}", gpus=gpus) for i in range(count)]
@@ -116,8 +142,10 @@ class Cluster:
         nodes: list[NodeSpec] | None = None,
         bin_dir: Path | None = None,
         timeout: float = 120.0,
+        agent: NodeAgentSpec | bool | None = None,
     ) -> "Cluster":
-        """Generates certificates, starts every component detached, waits until nodes are Ready."""
+        """Generates certificates, starts every component detached, waits until nodes are Ready.
+        With `agent` (True or a NodeAgentSpec) a local node agent joins as a real node."""
         owned = state_dir is None
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix="tauon-cluster-"))
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +155,8 @@ class Cluster:
         nodes = gpu_nodes() if nodes is None else nodes
         try:
             self._start(bin_dir, nodes, timeout)
+            if agent:
+                self.start_agent(agent if isinstance(agent, NodeAgentSpec) else NodeAgentSpec())
         except BaseException:
             self.stop()
             raise
@@ -229,6 +259,10 @@ class Cluster:
             # endpoints; pods reach it through the address the node agent gives them.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            # Logs, exec and port-forward go to the kubelet (the node agent) at its InternalIP.
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--v=1",
         ])
         self._wait(self._apiserver_ready, deadline, "kube-apiserver /readyz")
@@ -320,6 +354,30 @@ class Cluster:
         self.kubectl("create", "-f", "-", input=docs)
         names = [n.name for n in nodes]
         self._wait(lambda: self._nodes_ready(names), time.monotonic() + timeout, "nodes Ready")
+
+    def start_agent(self, spec: NodeAgentSpec | None = None, timeout: float = 60) -> str:
+        """Starts the local node agent (a tiny kubelet: pods bound to its node run as local
+        processes) with a `system:node:<name>` identity; waits until its node is Ready and
+        returns the node name. Its pods live under <state_dir>/agents/<name>; its log is
+        logs/nodeagent-<name>.log. Stopped with the cluster."""
+        spec = spec or NodeAgentSpec()
+        creds = pki.node_credentials(self.pki, spec.name)
+        kubeconfig = self.state_dir / f"node-{spec.name}.kubeconfig"
+        kubeconfig.write_text(pki.kubeconfig(self.pki, self.server, creds["client"].name))
+        state = self.state_dir / "agents" / spec.name
+        state.mkdir(parents=True, exist_ok=True)
+        self._spawn(f"nodeagent-{spec.name}", [
+            sys.executable, "-m", "localkube.nodeagent",
+            f"--kubeconfig={kubeconfig}",
+            f"--state-dir={state}",
+            f"--serving-cert={creds['serving']}.crt",
+            f"--serving-key={creds['serving']}.key",
+            f"--client-ca={self.pki / 'ca.crt'}",
+            *spec.argv(),
+        ], env={"PYTHONPATH": os.pathsep.join([str(HACK), os.environ.get("PYTHONPATH", "")])})
+        self._wait(lambda: self._nodes_ready([spec.name]), time.monotonic() + timeout,
+                   f"node {spec.name} Ready")
+        return spec.name
 
     def kubeconfig_for(self, identity: str) -> Path:
         return self.state_dir / f"{identity}.kubeconfig"

@@ -32,6 +32,9 @@ IDENTITIES = (
     # kwok plays many kubelets at once; Node authorization would confine it to one node.
     ClientIdentity("kwok", "kwok-controller", ("system:masters",)),
     ClientIdentity("provisioner", "tauon:local-provisioner", ("system:masters",)),
+    # How kube-apiserver authenticates to kubelets (the node agent): `kubectl logs` goes this way.
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                   ("system:masters",)),
 )
 
 
@@ -142,3 +145,29 @@ contexts:
     user: {identity}
 current-context: tauon-local
 """
+
+
+def node_credentials(pki_dir: Path, node: str, days: int = 7) -> dict[str, Path]:
+    """A kubelet's certificates for `node`, signed by the cluster CA: a client cert for
+    `system:node:<node>` in `system:nodes` (so the Node authorizer and NodeRestriction apply) and a
+    serving cert for its HTTPS endpoint on 127.0.0.1. Returns their paths."""
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    out = {}
+    for stem, subject, usage, sans in (
+        (f"node-{node}", _name(f"system:node:{node}", ("system:nodes",)),
+         ExtendedKeyUsageOID.CLIENT_AUTH, None),
+        (f"node-{node}-serving", _name(f"system:node:{node}", ("system:nodes",)),
+         ExtendedKeyUsageOID.SERVER_AUTH,
+         [x509.DNSName(node), x509.DNSName("localhost"),
+          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+    ):
+        key = _key()
+        b = _builder(subject, ca.subject, key.public_key(), days).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False)
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        _write_key(pki_dir / f"{stem}.key", key)
+        _write_cert(pki_dir / f"{stem}.crt", b.sign(ca_key, hashes.SHA256()))
+        out[stem.removeprefix(f"node-{node}").lstrip("-") or "client"] = pki_dir / stem
+    return out
