@@ -1,0 +1,186 @@
+"""ModelDeployment -> the serve config, a Deployment of `tauon-runtime serve` (and a canary
+Deployment when asked), a Service in front of both, an HPA when autoscaling is set, and a
+feedback volume when feedback is on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tauon_runtime.config import ServeConfig
+
+from tauon_operator.api import ModelDeployment
+from tauon_operator.builders import pod
+from tauon_operator.meta import child_name, object_meta, with_spec_hash
+from tauon_operator.settings import Settings
+
+MODEL_MOUNT = "/models"
+FEEDBACK_MOUNT = "/feedback"
+MODEL_DIGEST = "tauon.dev/model-digest"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are (a claim and a directory in it) and what they must hash to."""
+
+    claim: str
+    subpath: str
+    sha256: str
+
+    @classmethod
+    def from_uri(cls, uri: str, sha256: str) -> "ResolvedModel":
+        if not uri.startswith("pvc://"):
+            raise ValueError(f"only pvc://<claim>/<path> model URIs can be served, not {uri!r}")
+        claim, _, sub = uri.removeprefix("pvc://").partition("/")
+        sub = sub.strip("/")
+        if sub.endswith(".safetensors"):  # a weights file: its directory holds the model card
+            sub = sub.rpartition("/")[0]
+        return cls(claim=claim, subpath=sub, sha256=sha256)
+
+
+def service_name(md: dict[str, Any]) -> str:
+    return md["metadata"]["name"]
+
+
+def deployment_name(md: dict[str, Any], canary: bool = False) -> str:
+    return child_name(md["metadata"]["name"], "canary") if canary else md["metadata"]["name"]
+
+
+def feedback_claim_name(md: dict[str, Any]) -> str:
+    return child_name(md["metadata"]["name"], "feedback")
+
+
+def split_replicas(total: int, canary_percent: int | None) -> tuple[int, int]:
+    """(stable, canary) replicas: the canary gets its share of traffic as a share of pods,
+    at least one when its percent is above zero, and the stable track keeps at least one."""
+    if not canary_percent:
+        return total, 0
+    canary = max(1, math.floor(total * canary_percent / 100 + 0.5))
+    if canary_percent < 100:
+        canary = min(canary, max(total - 1, 1))
+    return max(total - canary, 0 if canary_percent == 100 else 1), canary
+
+
+def url(md: dict[str, Any], settings: Settings) -> str:
+    m = md["metadata"]
+    return f"http://{service_name(md)}.{m['namespace']}.svc.{settings.cluster_domain}"
+
+
+def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
+    spec = ModelDeployment.parse(md).spec
+    cfg = ServeConfig(
+        model_name=md["metadata"]["name"],
+        model_dir=f"{MODEL_MOUNT}/{model.subpath}".rstrip("/"),
+        expected_sha256=model.sha256,
+        batching={"max_batch_size": spec.batching.max_batch_size,
+                  "max_latency_ms": spec.batching.max_latency_ms},
+        feedback={"enabled": spec.feedback.enabled,
+                  "path": f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled else None,
+                  "retention_days": spec.feedback.retention_days},
+    )
+    return cfg.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, replicas: int | None,
+                track: str) -> list[dict[str, Any]]:
+    spec = ModelDeployment.parse(md).spec
+    canary = track == "canary"
+    name = deployment_name(md, canary)
+    component = "server-canary" if canary else "server"
+    cm_meta = object_meta(md, child_name(name, "config"), component)
+    config = pod.config_map(cm_meta, serve_config(md, model))
+    meta = object_meta(md, name, component, {"tauon.dev/track": track})
+    selector = {"tauon.dev/modeldeployment": md["metadata"]["name"], "tauon.dev/track": track}
+    port = settings.serve_port
+    probe = lambda path, period: {  # noqa: E731
+        "httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": 3}
+    container = pod.runtime_container(
+        settings, "server", spec.image,
+        ["serve", "--config", pod.CONFIG_FILE, "--host", "$(POD_IP)", "--port", str(port)],
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        resources=pod.compute_resources(str(spec.resources.cpu), str(spec.resources.memory),
+                                        spec.resources.gpus),
+        volume_mounts=[
+            {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
+            *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if spec.feedback.enabled else []),
+        ],
+    )
+    container["ports"] = [{"name": "http", "containerPort": port}]
+    container["readinessProbe"] = probe("/v2/health/ready", 2)
+    container["livenessProbe"] = {**probe("/v2/health/live", 10), "initialDelaySeconds": 10}
+    volumes = [*pod.base_volumes(cm_meta["name"]),
+               {"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}}]
+    if spec.feedback.enabled:
+        volumes.append({"name": "feedback",
+                        "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}})
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": selector},
+            # A new model rolls out without dropping capacity: surge first, then retire.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": {**meta["labels"], **selector},
+                    # A new digest changes the template, and so starts a rollout.
+                    "annotations": {MODEL_DIGEST: model.sha256},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,  # inference needs no API access
+                    "enableServiceLinks": False,
+                    "securityContext": pod.pod_security_context(settings),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+    if replicas is not None:  # with an HPA, the HPA owns .spec.replicas
+        deployment["spec"]["replicas"] = replicas
+    return [config, deployment]
+
+
+def build(md: dict[str, Any], settings: Settings, model: ResolvedModel,
+          canary_model: ResolvedModel | None = None) -> list[dict[str, Any]]:
+    spec = ModelDeployment.parse(md).spec
+    name = md["metadata"]["name"]
+    percent = spec.canary.traffic_percent if spec.canary and canary_model else None
+    autoscaling = spec.autoscaling
+    total = spec.desired_replicas
+    stable, canary = split_replicas(total, percent)
+    children = _deployment(md, settings, model, None if autoscaling else stable, "stable")
+    if canary_model is not None and canary:
+        children += _deployment(md, settings, canary_model, canary, "canary")
+    children.append({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(md, service_name(md), "server"),
+        "spec": {
+            # Both tracks answer: traffic splits by their share of ready pods.
+            "selector": {"tauon.dev/modeldeployment": name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    })
+    if autoscaling:
+        children.append({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": object_meta(md, name, "server"),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                   "name": deployment_name(md)},
+                "minReplicas": autoscaling.min_replicas,
+                "maxReplicas": autoscaling.max_replicas,
+                "metrics": [{"type": "Resource", "resource": {
+                    "name": "cpu", "target": {"type": "Utilization",
+                                              "averageUtilization":
+                                                  autoscaling.target_cpu_utilization_percentage}}}],
+            },
+        })
+    if spec.feedback.enabled:
+        children.append(pod.pvc(object_meta(md, feedback_claim_name(md), "feedback"), "1Gi", None))
+    return [with_spec_hash(c) for c in children]

@@ -1,0 +1,92 @@
+"""What every pod we create shares: the restricted Pod Security profile and the runtime image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tauon_operator.settings import Settings
+
+CONFIG_MOUNT = "/etc/tauon"
+CONFIG_FILE = f"{CONFIG_MOUNT}/run.json"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def pod_security_context(settings: Settings) -> dict[str, Any]:
+    uid = settings.run_as_user
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def runtime_container(settings: Settings, name: str, image: str | None, args: list[str],
+                      env: list[dict] | None = None, resources: dict | None = None,
+                      volume_mounts: list[dict] | None = None) -> dict[str, Any]:
+    """`tauon-runtime <args>` with its run config mounted and the results written where the
+    operator reads them (the termination message)."""
+    return {
+        "name": name,
+        "image": image or settings.runtime_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["tauon-runtime"],
+        "args": args,
+        "env": [
+            {"name": "TAUON_TERMINATION_LOG", "value": TERMINATION_LOG},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+            *(env or []),
+        ],
+        "resources": resources or {},
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(volume_mounts or []),
+        ],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+    }
+
+
+def base_volumes(config_map: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "configMap": {"name": config_map}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+
+
+def config_map(meta: dict[str, Any], run_config: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"run.json": run_config}}
+
+
+def pvc(meta: dict[str, Any], size: str, storage_class: str | None,
+        access_modes: tuple[str, ...] = ("ReadWriteMany",)) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": list(access_modes),
+        "resources": {"requests": {"storage": size}},
+    }
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def compute_resources(cpu: str, memory: str, gpus: int) -> dict[str, Any]:
+    requests = {"cpu": str(cpu), "memory": str(memory)}
+    limits: dict[str, Any] = {"memory": str(memory)}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+        requests["nvidia.com/gpu"] = str(gpus)
+    return {"requests": requests, "limits": limits}

@@ -1,0 +1,146 @@
+"""TrainingJob -> the run config, a headless Service, an output PVC and an Indexed Job with one
+pod per worker, wired for torchrun (world size, node rank from the completion index, master
+address `<job>-0.<service>`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tauon_runtime.config import TrainConfig
+
+from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob
+from tauon_operator.builders import access, pod
+from tauon_operator.builders.dataset import DATA_MOUNT, PERMANENT_EXIT_CODES, claim_name
+from tauon_operator.meta import child_name, object_meta, with_spec_hash
+from tauon_operator.settings import Settings
+
+OUTPUT_MOUNT = "/output"
+MODEL_SUBDIR = "model"
+
+
+def service_name(tj: dict[str, Any]) -> str:
+    return child_name(tj["metadata"]["name"], "workers")
+
+
+def output_claim_name(tj: dict[str, Any]) -> str:
+    return child_name(tj["metadata"]["name"], "output")
+
+
+def config_map_name(tj: dict[str, Any]) -> str:
+    return child_name(tj["metadata"]["name"], "config")
+
+
+def worker_job_name(tj: dict[str, Any], attempt: int) -> str:
+    """One Job per attempt: a group restart replaces the Job, the checkpoints stay."""
+    return child_name(tj["metadata"]["name"], f"a{attempt}")
+
+
+def run_config(tj: dict[str, Any]) -> str:
+    spec = TrainingJob.parse(tj).spec.to_dict()
+    cfg = TrainConfig.model_validate({**spec, "datasetDir": DATA_MOUNT, "outputDir": OUTPUT_MOUNT})
+    return cfg.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def command_args(workers: int, nproc: int, master: str, port: int) -> tuple[list[str], list[str]]:
+    """One process runs the runtime directly; more go through torchrun's static rendezvous."""
+    train = ["train", "--config", pod.CONFIG_FILE]
+    if workers * nproc == 1:
+        return ["tauon-runtime"], train
+    return ["torchrun"], [
+        f"--nnodes={workers}",
+        f"--nproc-per-node={nproc}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={master}",
+        f"--master-port={port}",
+        "-m", "tauon_runtime", *train,
+    ]
+
+
+def build(tj: dict[str, Any], settings: Settings, attempt: int,
+          deadline_seconds: int | None = None) -> list[dict[str, Any]]:
+    """Every child for attempt `attempt`. `deadline_seconds` is what is left of the run's
+    activeDeadlineSeconds, so a restarted group does not get a fresh deadline."""
+    model = TrainingJob.parse(tj)
+    spec = model.spec
+    name = tj["metadata"]["name"]
+    svc = service_name(tj)
+    job_name = worker_job_name(tj, attempt)
+    master = f"{job_name}-0.{svc}"
+
+    config = pod.config_map(object_meta(tj, config_map_name(tj), "trainer"), run_config(tj))
+    output = pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)
+    job_meta = object_meta(tj, job_name, "trainer", {"tauon.dev/attempt": str(attempt)})
+    selector = {"tauon.dev/trainingjob": name, "app.kubernetes.io/component": "trainer"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(tj, svc, "trainer"),
+        "spec": {
+            "clusterIP": "None",  # headless: each worker gets a stable DNS name
+            "publishNotReadyAddresses": True,  # rendezvous happens before anyone is Ready
+            "selector": selector,
+            "ports": [{"name": "rendezvous", "port": settings.master_port}],
+        },
+    }
+    command, args = command_args(spec.workers, spec.processes_per_worker, master,
+                                 settings.master_port)
+    env = [
+        *access.status_env(API_VERSION, TRAININGJOBS, tj),
+        {"name": "TAUON_WORKERS", "value": str(spec.workers)},
+        {"name": "TAUON_ATTEMPT", "value": str(attempt)},
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(settings.master_port)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    container = pod.runtime_container(
+        settings, "trainer", spec.image, args, env=env,
+        resources=pod.compute_resources(str(spec.resources.cpu), str(spec.resources.memory),
+                                        spec.resources.gpus),
+        volume_mounts=[
+            {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
+            {"name": "output", "mountPath": OUTPUT_MOUNT},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "api-token", "mountPath": access.TOKEN_DIR, "readOnly": True},
+        ],
+    )
+    container["command"] = command
+    container["ports"] = [{"name": "rendezvous", "containerPort": settings.master_port}]
+    dataset = spec.dataset_ref.name
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator restarts the whole group, not one worker
+        "subdomain": svc,
+        "serviceAccountName": access.service_account_name(tj),
+        "automountServiceAccountToken": False,
+        "securityContext": pod.pod_security_context(settings),
+        "containers": [container],
+        "volumes": [
+            *pod.base_volumes(config_map_name(tj)),
+            {"name": "data", "persistentVolumeClaim": {
+                "claimName": claim_name({"metadata": {"name": dataset}}), "readOnly": True}},
+            {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(tj)}},
+            # DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            access.token_volume(),
+        ],
+    }
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.workers,
+        "parallelism": spec.workers,
+        "backoffLimit": 0,  # one failed worker fails the group; the operator decides to restart
+        "suspend": bool(spec.suspend),
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                  "values": PERMANENT_EXIT_CODES}},
+        ]},
+        "template": {"metadata": {"labels": dict(job_meta["labels"])}, "spec": pod_spec},
+    }
+    if deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
+    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, job]
+    return [with_spec_hash(c) for c in children]

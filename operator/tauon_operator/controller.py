@@ -1,0 +1,143 @@
+"""The shared machinery of every reconcile: the cache, a coalescing work queue, applying
+children without no-op writes, writing status only when it changed, and Events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from tauon_operator.kube import Kube
+from tauon_operator.meta import SPEC_HASH
+from tauon_operator.metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
+from tauon_operator.settings import Settings
+from tauon_operator.store import Store
+
+log = logging.getLogger("tauon.controller")
+Reconcile = Callable[["Controller", str, str], Awaitable[None]]
+# Children whose current state the watch streams into the cache; the rest are compared with
+# what this process last applied.
+WATCHED = ("Job", "Deployment", "Pod")
+OWNED_STATUS = ("observedGeneration", "phase", "conditions")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class Controller:
+    def __init__(self, kube: Kube, settings: Settings):
+        self.kube = kube
+        self.settings = settings
+        self.store = Store()
+        self.reconcilers: dict[str, Reconcile] = {}
+        self._running: dict[tuple, asyncio.Task] = {}
+        self._dirty: set[tuple] = set()
+        self._applied: dict[tuple, str] = {}
+
+    # ------------------------------------------------------------------ the work queue
+    def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Reconcile soon; triggers that arrive while one runs fold into one more run."""
+        key = (kind, namespace, name)
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        self._running[key] = asyncio.get_running_loop().create_task(self._worker(key, delay))
+
+    async def _worker(self, key: tuple, delay: float) -> None:
+        kind, namespace, name = key
+        try:
+            await asyncio.sleep(delay or 0.02)  # let a burst of watch events land first
+            while True:
+                self._dirty.discard(key)
+                retry = await self._reconcile_once(kind, namespace, name)
+                if retry:
+                    await asyncio.sleep(retry)
+                    continue
+                if key not in self._dirty:
+                    break
+        finally:
+            self._running.pop(key, None)
+
+    async def _reconcile_once(self, kind: str, namespace: str, name: str) -> float:
+        t0 = time.monotonic()
+        try:
+            await self.reconcilers[kind](self, namespace, name)
+            RECONCILES.labels(kind, "success").inc()
+            return 0.0
+        except ApiException as e:
+            RECONCILES.labels(kind, "error").inc()
+            log.warning("reconcile %s %s/%s: API error %s %s: %s", kind, namespace, name,
+                        e.status, e.reason, (e.body or b"")[:600])
+            return 5.0 if e.status in (409, 429) or e.status >= 500 else 30.0
+        except Exception:  # noqa: BLE001 - a bug must not take the operator down
+            RECONCILES.labels(kind, "error").inc()
+            log.exception("reconcile %s %s/%s failed", kind, namespace, name)
+            return 30.0
+        finally:
+            RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - t0)
+
+    async def drain(self) -> None:
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------------ writing
+    async def ensure(self, children: list[dict[str, Any]]) -> None:
+        """Apply each child whose desired state changed; never write what is already so."""
+        for child in children:
+            meta = child["metadata"]
+            key = (child["kind"], meta["namespace"], meta["name"])
+            want = meta["annotations"][SPEC_HASH]
+            if child["kind"] in WATCHED:
+                current = self.store.get(child["kind"], meta["namespace"], meta["name"])
+                if current is not None and child["kind"] == "Job":
+                    await self._sync_suspend(child, current)
+                    continue  # a Job's template is immutable: an attempt keeps its pods
+                have = ((current or {}).get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
+            else:
+                have = self._applied.get(key)
+            if have == want:
+                continue
+            try:
+                await self.kube.apply(child)
+            except ApiException as e:
+                if child["kind"] == "PersistentVolumeClaim" and e.status == 422:
+                    log.warning("claim %s/%s cannot change that way: %s", *key[1:], e.reason)
+                    self._applied[key] = want
+                    continue
+                raise
+            API_WRITES.labels("apply", child["kind"]).inc()
+            self._applied[key] = want
+
+    async def _sync_suspend(self, desired: dict, current: dict) -> None:
+        want = desired["spec"].get("suspend", False)
+        if bool(current["spec"].get("suspend")) != want:
+            m = current["metadata"]
+            await self.kube._call(
+                "PATCH", f"/apis/batch/v1/namespaces/{m['namespace']}/jobs/{m['name']}",
+                body={"spec": {"suspend": want}}, content_type="application/merge-patch+json")
+            API_WRITES.labels("patch", "Job").inc()
+
+    async def write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Merge-patch only the fields that differ; the runtime owns progress and metrics."""
+        current = obj.get("status") or {}
+        patch = {k: v for k, v in status.items() if current.get(k) != v}
+        if not patch:
+            return False
+        m = obj["metadata"]
+        await self.kube.patch_status(obj["apiVersion"], obj["kind"], m["namespace"], m["name"], patch)
+        API_WRITES.labels("status", obj["kind"]).inc()
+        return True
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        await self.kube.delete(api_version, kind, namespace, name)
+        API_WRITES.labels("delete", kind).inc()
+
+    @staticmethod
+    def event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        kopf.event(obj, type=type_, reason=reason, message=message[:1024])

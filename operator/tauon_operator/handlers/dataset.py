@@ -1,0 +1,45 @@
+"""Dataset: a claim and a prepare Job; Ready once the runtime has prepared and described it."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from tauon_operator import conditions as c
+from tauon_operator.builders import dataset as build
+from tauon_operator.controller import Controller, utcnow
+from tauon_operator.meta import PARENT_LABEL
+from tauon_operator.status.dataset import dataset_status
+
+KIND = "Dataset"
+
+
+async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
+    ds = ctl.store.get(KIND, namespace, name)
+    if ds is None or ds["metadata"].get("deletionTimestamp"):
+        return  # deleted: garbage collection removes the children
+    now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        children = build.build(ds, ctl.settings)
+    except (ValidationError, ValueError) as e:
+        await invalid_spec(ctl, ds, str(e), now)
+        return
+    await ctl.ensure(children)
+    job = ctl.store.get("Job", namespace, build.prepare_job_name(ds))
+    pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name,
+                                               "app.kubernetes.io/component": "prepare"})
+    status = dataset_status(ds, build.claim_name(ds), job, pods, now)
+    if await ctl.write_status(ds, status):
+        ready = next(x for x in status["conditions"] if x["type"] == "Ready")
+        if status["phase"] in ("Ready", "Failed"):
+            ctl.event(ds, "Normal" if status["phase"] == "Ready" else "Warning",
+                      ready["reason"], ready["message"])
+
+
+async def invalid_spec(ctl: Controller, obj: dict, message: str, now: str) -> None:
+    """A spec the API server let through but the operator cannot build: say so, don't loop."""
+    gen = obj["metadata"].get("generation", 1)
+    conds = c.standard(ready=False, reason="InvalidSpec", message=message, stalled=True)
+    status = {"observedGeneration": gen, "phase": "Failed",
+              "conditions": c.merge((obj.get("status") or {}).get("conditions"), conds, gen, now)}
+    if await ctl.write_status(obj, status):
+        ctl.event(obj, "Warning", "InvalidSpec", message)

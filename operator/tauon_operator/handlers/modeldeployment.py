@@ -1,0 +1,74 @@
+"""ModelDeployment: serves the model its TrainingJob exported (or a pinned URI) and rolls to a
+new one when the job produces it; Ready only when every replica serves the right digest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from tauon_operator.builders import modeldeployment as build
+from tauon_operator.builders.modeldeployment import ResolvedModel
+from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
+from tauon_operator.controller import Controller, utcnow
+from tauon_operator.handlers.dataset import invalid_spec
+from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
+
+KIND = "ModelDeployment"
+
+
+def resolve(ctl: Controller, namespace: str, source: dict[str, Any]
+            ) -> tuple[ResolvedModel | None, tuple[str, str, bool] | None]:
+    """The model a spec.model (or canary.model) points at, or why there is none yet."""
+    if ref := (source.get("trainingJobRef") or {}).get("name"):
+        tj = ctl.store.get("TrainingJob", namespace, ref)
+        if problem := model_problem(ref, tj):
+            return None, problem
+        sha = tj["status"]["model"]["sha256"]
+        return ResolvedModel(output_claim_name(tj), MODEL_SUBDIR, sha), None
+    try:
+        return ResolvedModel.from_uri(source["uri"], source["sha256"]), None
+    except ValueError as e:
+        return None, ("UnsupportedModelURI", str(e), True)
+
+
+def follows(md: dict[str, Any], trainingjob: str) -> bool:
+    spec = md.get("spec") or {}
+    refs = [(spec.get("model") or {}), ((spec.get("canary") or {}).get("model") or {})]
+    return any((r.get("trainingJobRef") or {}).get("name") == trainingjob for r in refs)
+
+
+async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
+    md = ctl.store.get(KIND, namespace, name)
+    if md is None or md["metadata"].get("deletionTimestamp"):
+        return
+    now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec = md["spec"]
+    model, problem = resolve(ctl, namespace, spec["model"])
+    canary_model = None
+    if spec.get("canary"):
+        canary_model, _ = resolve(ctl, namespace, spec["canary"]["model"])
+    stable_name, canary_name = build.deployment_name(md), build.deployment_name(md, canary=True)
+    if model is not None:
+        try:
+            await ctl.ensure(build.build(md, ctl.settings, model, canary_model))
+        except (ValidationError, ValueError) as e:
+            await invalid_spec(ctl, md, str(e), now)
+            return
+        if canary_model is None and ctl.store.get("Deployment", namespace, canary_name):
+            await ctl.delete("apps/v1", "Deployment", namespace, canary_name)
+    stable = ctl.store.get("Deployment", namespace, stable_name)
+    canary = ctl.store.get("Deployment", namespace, canary_name) if canary_model else None
+    percent = spec["canary"]["trafficPercent"] if canary_model else None
+    total = spec.get("replicas") or 1
+    if spec.get("autoscaling"):
+        total = ((stable or {}).get("spec") or {}).get("replicas") or spec["autoscaling"]["minReplicas"]
+    want = build.split_replicas(total, percent)
+    status = modeldeployment_status(
+        md, build.url(md, ctl.settings), want, model.sha256 if model else None,
+        canary_model.sha256 if canary_model else None, stable, canary, problem, now)
+    if await ctl.write_status(md, status):
+        ready = next(x for x in status["conditions"] if x["type"] == "Ready")
+        if status["phase"] in ("Ready", "Failed", "Degraded"):
+            ctl.event(md, "Normal" if status["phase"] == "Ready" else "Warning",
+                      ready["reason"], ready["message"])

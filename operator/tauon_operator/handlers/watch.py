@@ -1,0 +1,74 @@
+"""The watch streams: every event updates the cache and enqueues the reconciles it concerns."""
+
+from __future__ import annotations
+
+import kopf
+
+from tauon_operator.api import GROUP, VERSION
+from tauon_operator.handlers import dataset, modeldeployment, trainingjob
+from tauon_operator.meta import MANAGED_BY, PARENT_LABEL
+from tauon_operator.state import controller
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _observe(kind: str, type_: str | None, body) -> tuple[str, str]:
+    ctl = controller()
+    ctl.store.observe(kind, type_ or "ADDED", body)
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+@kopf.on.event(GROUP, VERSION, "datasets")
+async def dataset_event(type, body, **_):  # noqa: A002 - kopf's argument name
+    ns, name = _observe("Dataset", type, body)
+    ctl = controller()
+    ctl.enqueue("Dataset", ns, name)
+    for tj in ctl.store.all("TrainingJob"):
+        if tj["metadata"]["namespace"] == ns and tj["spec"]["datasetRef"]["name"] == name:
+            ctl.enqueue("TrainingJob", ns, tj["metadata"]["name"])
+
+
+@kopf.on.event(GROUP, VERSION, "trainingjobs")
+async def trainingjob_event(type, body, **_):  # noqa: A002
+    ns, name = _observe("TrainingJob", type, body)
+    ctl = controller()
+    ctl.enqueue("TrainingJob", ns, name)
+    for md in ctl.store.all("ModelDeployment"):
+        if md["metadata"]["namespace"] == ns and modeldeployment.follows(md, name):
+            ctl.enqueue("ModelDeployment", ns, md["metadata"]["name"])
+
+
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+async def modeldeployment_event(type, body, **_):  # noqa: A002
+    ns, name = _observe("ModelDeployment", type, body)
+    controller().enqueue("ModelDeployment", ns, name)
+
+
+def _child_event(kind: str, type_: str | None, body) -> None:
+    ns, _ = _observe(kind, type_, body)
+    labels = body["metadata"].get("labels") or {}
+    for parent, label in PARENT_LABEL.items():
+        if label in labels:
+            controller().enqueue(parent, ns, labels[label])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def job_event(type, body, **_):  # noqa: A002
+    _child_event("Job", type, body)
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+async def pod_event(type, body, **_):  # noqa: A002
+    _child_event("Pod", type, body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_event(type, body, **_):  # noqa: A002
+    _child_event("Deployment", type, body)
+
+
+RECONCILERS = {
+    "Dataset": dataset.reconcile,
+    "TrainingJob": trainingjob.reconcile,
+    "ModelDeployment": modeldeployment.reconcile,
+}

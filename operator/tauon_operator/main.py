@@ -1,0 +1,92 @@
+"""`tauon-operator run`: Kopf settings chosen deliberately, metrics, liveness, then the watches.
+
+    tauon-operator run [--namespace NS ...] [--metrics-port 8000] [--health-port 8081]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+import prometheus_client
+
+from tauon_operator.controller import Controller
+from tauon_operator.handlers import watch
+from tauon_operator.kube import Kube
+from tauon_operator.metrics import register_objects_by_phase
+from tauon_operator.settings import Settings
+from tauon_operator.state import controller, install
+
+log = logging.getLogger("tauon.operator")
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Kopf's knobs, each set on purpose."""
+    # Our own prefixes: nothing of ours lands under kopf.zalando.org.
+    settings.persistence.finalizer = "tauon.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tauon.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="tauon.dev", key="last-handled-configuration")
+    # Only what a user must notice becomes an Event from kopf itself.
+    settings.posting.level = logging.WARNING
+    # Watches end server-side before the client gives up, so reconnects are clean, not errors.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # Per-object workers go idle quickly: thousands of objects, few events each.
+    settings.queueing.idle_timeout = 1.0
+
+
+@kopf.on.login()
+def login(**kwargs):
+    """In a pod, its service account; elsewhere the kubeconfig that KUBECONFIG names now."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    configure(settings)
+    ours = memo.get("tauon_settings") or Settings.from_env()  # `kopf run -m` passes no memo
+    ctl = Controller(Kube.from_environment(), ours)
+    ctl.reconcilers.update(watch.RECONCILERS)
+    install(ctl)
+    register_objects_by_phase(lambda kind: controller().store.all(kind))
+    if ours.metrics_port:
+        prometheus_client.start_http_server(ours.metrics_port)
+    log.info("tauon operator started (runtime image %s)", ours.runtime_image)
+
+
+def run(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tauon-operator run", description=__doc__.splitlines()[0])
+    ap.add_argument("--namespace", "-n", action="append", default=[],
+                    help="watch only this namespace (repeatable); default: all namespaces")
+    ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 disables)")
+    ap.add_argument("--health-port", type=int, help="liveness endpoint port (0 disables)")
+    ap.add_argument("--peering", help="a KopfPeering name for several replicas (default: standalone)")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv or [])
+    env = Settings.from_env()
+    settings = Settings(
+        runtime_image=env.runtime_image, image_pull_policy=env.image_pull_policy,
+        namespaces=tuple(args.namespace) or env.namespaces,
+        metrics_port=env.metrics_port if args.metrics_port is None else args.metrics_port,
+        health_port=env.health_port if args.health_port is None else args.health_port,
+        run_as_user=env.run_as_user, cluster_domain=env.cluster_domain,
+    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    memo = kopf.Memo(tauon_settings=settings)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        memo=memo,
+        liveness_endpoint=(f"http://0.0.0.0:{settings.health_port}/healthz"
+                           if settings.health_port else None),
+    )
+    return 0

@@ -1,0 +1,37 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/tauon-dev/tauon-runtime:0.1.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    # Empty: every namespace (ClusterRole); else only these (per-namespace Roles).
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 8000
+    health_port: int = 8081
+    # Numeric, non-root: the restricted Pod Security profile for every pod we create.
+    run_as_user: int = 65532
+    master_port: int = 29500  # torchrun's rendezvous port on worker 0
+    serve_port: int = 8080
+    cluster_domain: str = "cluster.local"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        ns = tuple(n.strip() for n in env.get("TAUON_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            runtime_image=env.get("TAUON_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
+            image_pull_policy=env.get("TAUON_IMAGE_PULL_POLICY", "IfNotPresent"),
+            namespaces=ns,
+            metrics_port=int(env.get("TAUON_METRICS_PORT", "8000")),
+            health_port=int(env.get("TAUON_HEALTH_PORT", "8081")),
+            run_as_user=int(env.get("TAUON_RUN_AS_USER", "65532")),
+            cluster_domain=env.get("TAUON_CLUSTER_DOMAIN", "cluster.local"),
+        )

@@ -1,0 +1,66 @@
+"""Reading what Kubernetes says about Jobs and Pods: shared by every status rule."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def job_condition(job: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in (job or {}).get("status", {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c
+    return None
+
+
+def job_finished(job: dict[str, Any] | None) -> str | None:
+    """'Complete', 'Failed' or None."""
+    if job_condition(job, "Complete"):
+        return "Complete"
+    if job_condition(job, "Failed"):
+        return "Failed"
+    return None
+
+
+def terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        state = cs.get("state", {})
+        if "terminated" in state:
+            return state["terminated"]
+    return None
+
+
+def termination_result(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The runtime writes its result as JSON to the termination log; kubelet puts it here."""
+    t = terminated(pod)
+    if not t or not t.get("message"):
+        return None
+    try:
+        value = json.loads(t["message"])
+    except json.JSONDecodeError:
+        return {"message": t["message"].strip()[-2000:]}
+    return value if isinstance(value, dict) else None
+
+
+def failed_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
+
+
+def exit_codes(pods: list[dict[str, Any]]) -> set[int]:
+    return {t["exitCode"] for p in pods if (t := terminated(p)) and "exitCode" in t}
+
+
+def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) for a pod the scheduler cannot place or whose image cannot be pulled."""
+    for p in pods:
+        st = p.get("status", {})
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                    and c.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {p['metadata']['name']}: {c.get('message', '')}"
+        for cs in st.get("containerStatuses") or []:
+            waiting = cs.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                return "ImagePullBackOff", (f"pod {p['metadata']['name']}: cannot pull image "
+                                            f"{cs.get('image')}: {waiting.get('message', '')}")
+    return None

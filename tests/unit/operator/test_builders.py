@@ -1,0 +1,197 @@
+"""Builders are pure: a custom resource in, children out. Tables of spec -> objects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tauon_operator.builders import dataset, modeldeployment, trainingjob
+from tauon_operator.builders.modeldeployment import ResolvedModel, split_replicas
+from tauon_operator.meta import SPEC_HASH, child_name
+from tauon_operator.settings import Settings
+
+S = Settings()
+
+
+def cr(kind: str, name: str, spec: dict, ns: str = "ml") -> dict:
+    return {"apiVersion": "tauon.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "generation": 1},
+            "spec": spec}
+
+
+def tj(name="mnist", **spec) -> dict:
+    return cr("TrainingJob", name, {"datasetRef": {"name": "digits"},
+                                    "model": {"architecture": "cnn"}, **spec})
+
+
+def by_kind(children: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for c in children:
+        out.setdefault(c["kind"], []).append(c)
+    return out
+
+
+def all_pod_specs(children):
+    for c in children:
+        if c["kind"] in ("Job", "Deployment"):
+            yield c["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("parent,suffix,expected", [
+    ("mnist", "a0", "mnist-a0"),
+    ("x" * 70, "a0", None),
+])
+def test_child_names_are_deterministic_and_fit(parent, suffix, expected):
+    name = child_name(parent, suffix)
+    assert name == child_name(parent, suffix)
+    assert len(name) <= 63 and name.endswith(suffix)
+    if expected:
+        assert name == expected
+
+
+def test_every_child_is_owned_labelled_and_hashed():
+    children = [*dataset.build(cr("Dataset", "digits", {"source": {"builtin": {"name": "digits"}}}), S),
+                *trainingjob.build(tj(), S, 0),
+                *modeldeployment.build(cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "mnist"}}}),
+                                       S, ResolvedModel("mnist-output", "model", "a" * 64))]
+    for c in children:
+        meta = c["metadata"]
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "tauon"
+        assert SPEC_HASH in meta["annotations"]
+        assert meta["namespace"] == "ml"
+
+
+def test_every_pod_meets_the_restricted_profile():
+    children = [*dataset.build(cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}}), S),
+                *trainingjob.build(tj(workers=2, hyperparameters={"batchSize": 64}), S, 0),
+                *modeldeployment.build(cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "x"}}}),
+                                       S, ResolvedModel("x-output", "model", "a" * 64))]
+    specs = list(all_pod_specs(children))
+    assert len(specs) == 3
+    allowed = {"configMap", "emptyDir", "persistentVolumeClaim", "projected"}
+    for spec in specs:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+        for v in spec["volumes"]:
+            assert set(v) - {"name"} <= allowed
+
+
+@pytest.mark.parametrize("workers,nproc,command,has_torchrun_args", [
+    (1, 1, ["tauon-runtime"], False),
+    (2, 1, ["torchrun"], True),
+    (1, 4, ["torchrun"], True),
+])
+def test_launcher(workers, nproc, command, has_torchrun_args):
+    spec = {"workers": workers, "processesPerWorker": nproc,
+            "hyperparameters": {"batchSize": 8 * workers * nproc},
+            "resources": {"gpus": nproc if nproc > 1 else 0}}
+    job = by_kind(trainingjob.build(tj(**spec), S, 0))["Job"][0]
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == command
+    assert ("--node-rank=$(JOB_COMPLETION_INDEX)" in c["args"]) == has_torchrun_args
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
+    assert job["spec"]["completionMode"] == "Indexed"
+
+
+def test_training_job_wiring():
+    kids = by_kind(trainingjob.build(tj(workers=2, hyperparameters={"batchSize": 64},
+                                        resources={"gpus": 4, "cpu": "8", "memory": "32Gi"},
+                                        suspend=True, ttlSecondsAfterFinished=60,
+                                        priorityClassName="high"), S, 3, deadline_seconds=90))
+    job = kids["Job"][0]
+    assert job["metadata"]["name"] == "mnist-a3"
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MASTER_ADDR"] == "mnist-a3-0.mnist-workers"
+    assert env["TAUON_STATUS_TARGET"] == "tauon.dev/v1alpha1/namespaces/ml/trainingjobs/mnist"
+    assert pod["subdomain"] == "mnist-workers"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert pod["priorityClassName"] == "high"
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 90
+    assert job["spec"]["ttlSecondsAfterFinished"] == 60
+    assert job["spec"]["backoffLimit"] == 0
+    assert kids["Service"][0]["spec"]["clusterIP"] == "None"
+    config = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert config["datasetDir"] == "/data" and config["outputDir"] == "/output"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["data"]["readOnly"] is True
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"data": "digits-data", "output": "mnist-output"}
+
+
+def test_runtime_identity_is_limited_to_its_own_object():
+    kids = by_kind(trainingjob.build(tj(), S, 0))
+    [role] = kids["Role"]
+    assert role["rules"] == [{"apiGroups": ["tauon.dev"], "resources": ["trainingjobs/status"],
+                              "resourceNames": ["mnist"], "verbs": ["get", "patch"]}]
+    assert kids["ServiceAccount"][0]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("total,percent,expected", [
+    (4, None, (4, 0)),
+    (4, 25, (3, 1)),
+    (4, 10, (3, 1)),   # a canary asked for always gets a pod
+    (1, 50, (1, 1)),   # the stable track keeps one too
+    (10, 50, (5, 5)),
+    (3, 100, (0, 3)),
+    (4, 0, (4, 0)),
+])
+def test_canary_replica_split(total, percent, expected):
+    assert split_replicas(total, percent) == expected
+
+
+@pytest.mark.parametrize("uri,claim,subpath", [
+    ("pvc://models/v2", "models", "v2"),
+    ("pvc://models/synthetic/v2/model.safetensors", "models", "synthetic/v2"),
+    ("pvc://models", "models", ""),
+])
+def test_model_uris(uri, claim, subpath):
+    m = ResolvedModel.from_uri(uri, "a" * 64)
+    assert (m.claim, m.subpath) == (claim, subpath)
+
+
+def test_https_model_uris_are_refused_clearly():
+    with pytest.raises(ValueError, match="pvc://"):
+        ResolvedModel.from_uri("https://example.com/m.safetensors", "a" * 64)
+
+
+def test_model_deployment_children():
+    md = cr("ModelDeployment", "web", {
+        "model": {"trainingJobRef": {"name": "mnist"}}, "replicas": 4,
+        "canary": {"model": {"trainingJobRef": {"name": "v2"}}, "trafficPercent": 25},
+        "feedback": {"enabled": True}})
+    kids = by_kind(modeldeployment.build(md, S, ResolvedModel("mnist-output", "model", "a" * 64),
+                                         ResolvedModel("v2-output", "model", "b" * 64)))
+    stable, canary = kids["Deployment"]
+    assert (stable["metadata"]["name"], stable["spec"]["replicas"]) == ("web", 3)
+    assert (canary["metadata"]["name"], canary["spec"]["replicas"]) == ("web-canary", 1)
+    assert stable["spec"]["template"]["metadata"]["annotations"]["tauon.dev/model-digest"] == "a" * 64
+    assert canary["spec"]["template"]["metadata"]["annotations"]["tauon.dev/model-digest"] == "b" * 64
+    assert stable["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = stable["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "$(POD_IP)" in pod["containers"][0]["args"]
+    serve = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert serve["expectedSha256"] == "a" * 64
+    assert serve["feedback"]["path"] == "/feedback/feedback.jsonl"
+    assert kids["Service"][0]["spec"]["selector"] == {"tauon.dev/modeldeployment": "web"}
+    assert "HorizontalPodAutoscaler" not in kids
+    assert kids["PersistentVolumeClaim"][0]["metadata"]["name"] == "web-feedback"
+
+
+def test_autoscaling_leaves_replicas_to_the_hpa():
+    md = cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "m"}},
+                                       "autoscaling": {"minReplicas": 2, "maxReplicas": 6}})
+    kids = by_kind(modeldeployment.build(md, S, ResolvedModel("m-output", "model", "a" * 64)))
+    assert "replicas" not in kids["Deployment"][0]["spec"]
+    hpa = kids["HorizontalPodAutoscaler"][0]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)

@@ -1,0 +1,178 @@
+"""Status rules are pure: observed objects in, status (and the next step) out."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tauon_operator.conditions import Cond, merge
+from tauon_operator.status.dataset import dataset_status
+from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
+from tauon_operator.status.trainingjob import trainingjob_plan
+
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+STAMP = "2026-11-29T12:00:00Z"
+
+
+def cond(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def job(*conditions: str, active=0, succeeded=0, failed=0, reason=None, suspend=False) -> dict:
+    return {"metadata": {"name": "j"}, "spec": {"suspend": suspend},
+            "status": {"active": active, "succeeded": succeeded, "failed": failed,
+                       "conditions": [{"type": t, "status": "True", "reason": reason} for t in conditions]}}
+
+
+def pod(phase="Running", exit_code=None, message=None, unschedulable=None, waiting=None) -> dict:
+    st: dict = {"phase": phase, "conditions": [], "containerStatuses": []}
+    if unschedulable:
+        st["conditions"].append({"type": "PodScheduled", "status": "False",
+                                 "reason": "Unschedulable", "message": unschedulable})
+    if exit_code is not None:
+        st["containerStatuses"].append({"state": {"terminated": {"exitCode": exit_code,
+                                                                 **({"message": message} if message else {})}}})
+    if waiting:
+        st["containerStatuses"].append({"image": "img", "state": {"waiting": {"reason": waiting}}})
+    return {"metadata": {"name": "p"}, "status": st}
+
+
+# ---------------------------------------------------------------- conditions
+
+def test_transition_time_moves_only_when_the_status_does():
+    first = merge(None, [Cond("Ready", False, "A")], 1, "t1")
+    same = merge(first, [Cond("Ready", False, "B", "other reason")], 2, "t2")
+    flipped = merge(same, [Cond("Ready", True, "C")], 2, "t3")
+    assert first[0]["lastTransitionTime"] == same[0]["lastTransitionTime"] == "t1"
+    assert same[0]["reason"] == "B" and same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+# ---------------------------------------------------------------- Dataset
+
+DS = {"metadata": {"name": "d", "generation": 3}, "spec": {}}
+
+
+@pytest.mark.parametrize("the_job,pods,phase,ready,reason", [
+    (None, [], "Pending", "False", "Creating"),
+    (job(active=1), [pod()], "Preparing", "False", "Preparing"),
+    (job("Complete", succeeded=1), [pod("Succeeded", 0, json.dumps(
+        {"result": "succeeded", "digest": "sha256:ab", "counts": {"train": 8, "validation": 1, "test": 1}}))],
+     "Ready", "True", "Prepared"),
+    (job("Failed", failed=1), [pod("Failed", 1, json.dumps(
+        {"error": "ChecksumMismatch", "message": "sha256 expected 00 got ff"}))],
+     "Failed", "False", "ChecksumMismatch"),
+    (job("Failed", failed=1, reason="BackoffLimitExceeded"), [], "Failed", "False", "BackoffLimitExceeded"),
+    (job(active=1), [pod("Pending", unschedulable="0/4 nodes")], "Preparing", "False", "Unschedulable"),
+])
+def test_dataset_status(the_job, pods, phase, ready, reason):
+    s = dataset_status(DS, "d-data", the_job, pods, STAMP)
+    assert (s["phase"], cond(s, "Ready")["status"], cond(s, "Ready")["reason"]) == (phase, ready, reason)
+    assert s["observedGeneration"] == 3 and s["claimName"] == "d-data"
+    if phase == "Ready":
+        assert s["digest"] == "sha256:ab"
+        assert s["counts"]["total"] == 10
+        assert "10 samples" in cond(s, "Ready")["message"]
+    if phase == "Failed":
+        assert cond(s, "Stalled")["status"] == "True" and cond(s, "Failed")["status"] == "True"
+
+
+# ---------------------------------------------------------------- TrainingJob
+
+def tj(status=None, **spec) -> dict:
+    return {"metadata": {"name": "t", "generation": 1},
+            "spec": {"datasetRef": {"name": "d"}, "workers": 1, "backoffLimit": 2, **spec},
+            "status": status or {}}
+
+
+READY_DS = {"status": {"phase": "Ready"}}
+
+
+@pytest.mark.parametrize("the_tj,ds,the_job,pods,phase,reason,apply,restart", [
+    (tj(), None, None, [], "Pending", "DatasetNotFound", False, False),
+    (tj(), {"status": {"phase": "Failed"}}, None, [], "Pending", "DatasetFailed", False, False),
+    (tj(), {"status": {"phase": "Preparing"}}, None, [], "Pending", "WaitingForDataset", False, False),
+    (tj(), READY_DS, None, [], "Pending", "Creating", True, False),
+    (tj(), READY_DS, job(active=1), [pod()], "Running", "Training", True, False),
+    (tj(suspend=True), READY_DS, job(suspend=True), [], "Suspended", "Suspended", True, False),
+    (tj(), READY_DS, job(active=1), [pod("Pending", unschedulable="Insufficient nvidia.com/gpu")],
+     "Pending", "Unschedulable", True, False),
+    (tj(), READY_DS, job(active=1), [pod("Pending", waiting="ImagePullBackOff")],
+     "Pending", "ImagePullBackOff", True, False),
+    (tj(), READY_DS, job("Complete", succeeded=1), [pod("Succeeded", 0)], "Succeeded", "Succeeded", False, False),
+    (tj(), READY_DS, job("Failed", failed=1), [pod("Failed", 1)], "Restarting", "WorkerFailed", False, True),
+    (tj({"restarts": 2}), READY_DS, job("Failed", failed=1), [pod("Failed", 1)],
+     "Failed", "BackoffLimitExceeded", False, False),
+    (tj(), READY_DS, job("Failed", failed=1), [pod("Failed", 3, json.dumps({"message": "0.5 < 0.9"}))],
+     "Failed", "BelowEvaluationGate", False, False),
+    (tj(), READY_DS, job("Failed", failed=1), [pod("Failed", 2)], "Failed", "InvalidConfig", False, False),
+    (tj(), READY_DS, job("Failed", reason="DeadlineExceeded"), [], "Failed", "DeadlineExceeded", False, False),
+    (tj({"phase": "Succeeded", "conditions": []}), READY_DS, None, [], "Succeeded", None, False, False),
+])
+def test_trainingjob_plan(the_tj, ds, the_job, pods, phase, reason, apply, restart):
+    plan = trainingjob_plan(the_tj, ds, the_job, pods, NOW, "pvc://t-output/model")
+    assert plan.status["phase"] == phase
+    if reason:
+        assert cond(plan.status, "Ready")["reason"] == reason
+    assert (plan.apply_children, plan.restart) == (apply, restart)
+    if restart:
+        assert plan.status["restarts"] == 1
+    if phase == "Failed" and reason:
+        assert cond(plan.status, "Failed")["status"] == "True"
+        assert cond(plan.status, "Stalled")["status"] == "True"
+
+
+def test_success_records_the_model_from_the_termination_message():
+    result = {"model": {"location": "/output/model", "sha256": "f" * 64, "metrics": {"accuracy": 0.97}}}
+    plan = trainingjob_plan(tj(), READY_DS, job("Complete", succeeded=1),
+                            [pod("Succeeded", 0, json.dumps(result))], NOW, "pvc://t-output/model")
+    assert plan.status["model"] == {"location": "pvc://t-output/model", "sha256": "f" * 64,
+                                    "metrics": {"accuracy": 0.97}}
+    assert "0.9700" in cond(plan.status, "Ready")["message"]
+
+
+def test_the_deadline_counts_from_the_first_start():
+    started = (NOW - timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    plan = trainingjob_plan(tj({"startTime": started}, activeDeadlineSeconds=60), READY_DS,
+                            job(active=1), [pod()], NOW, "x")
+    assert plan.status["phase"] == "Failed" and plan.stop
+    assert cond(plan.status, "Failed")["reason"] == "DeadlineExceeded"
+
+
+# ---------------------------------------------------------------- ModelDeployment
+
+@pytest.mark.parametrize("tj_obj,reason,stalled", [
+    (None, "TrainingJobNotFound", True),
+    ({"status": {"phase": "Running"}}, "WaitingForModel", False),
+    ({"status": {"phase": "Failed", "conditions": [{"type": "Failed", "reason": "BelowEvaluationGate"}]}},
+     "TrainingJobFailed", True),
+    ({"status": {"phase": "Succeeded"}}, "NoModel", True),
+])
+def test_model_problems(tj_obj, reason, stalled):
+    r, _, s = model_problem("t", tj_obj)
+    assert (r, s) == (reason, stalled)
+
+
+def deployment(digest: str, ready: int, updated: int, replicas: int, generation=1) -> dict:
+    return {"metadata": {"generation": generation},
+            "spec": {"template": {"metadata": {"annotations": {"tauon.dev/model-digest": digest}}}},
+            "status": {"observedGeneration": generation, "readyReplicas": ready, "updatedReplicas": updated,
+                       "availableReplicas": ready, "replicas": replicas}}
+
+
+MD = {"metadata": {"generation": 1}, "spec": {}, "status": {"modelDigest": "old"}}
+
+
+@pytest.mark.parametrize("dep,phase,digest", [
+    (deployment("new", 2, 2, 2), "Ready", "new"),
+    (deployment("new", 2, 1, 3), "Progressing", "old"),  # an old pod still serves
+    (deployment("old", 2, 2, 2), "Progressing", "old"),  # template not updated yet
+    (None, "Progressing", "old"),
+])
+def test_modeldeployment_ready_only_when_every_replica_serves_the_digest(dep, phase, digest):
+    s = modeldeployment_status(MD, "http://x", (2, 0), "new", None, dep, None, None, STAMP)
+    assert s["phase"] == phase
+    assert s["modelDigest"] == digest
+    assert cond(s, "Ready")["status"] == ("True" if phase == "Ready" else "False")
