@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from localkube import Cluster
+from operator_rbac import chart_rbac_kubeconfig
 
 from kubetest import (  # noqa: F401 - re-exported for tests that import conftest
     OperatorProcess, condition, finish_pods, get_json, status_of, wait_for, wait_phase)
@@ -54,12 +55,8 @@ def namespace(cluster, request):
 
 @pytest.fixture(scope="session")
 def operator_kubeconfig(cluster, crds) -> Path:
-    """The identity the in-process operator runs as: exactly the chart's RBAC when the chart
-    helper is available, so the integration tests prove those rules are enough."""
-    try:
-        from operator_rbac import chart_rbac_kubeconfig
-    except ImportError:  # before the chart exists: the admin identity
-        return cluster.kubeconfig
+    """The identity the in-process operator runs as: exactly the RBAC the Helm chart ships, so
+    every operator test also proves those rules are enough."""
     return chart_rbac_kubeconfig(cluster)
 
 
@@ -68,3 +65,18 @@ def tauon_operator(operator_kubeconfig):
     op = OperatorProcess(operator_kubeconfig).start()
     yield op
     op.stop()
+
+
+@pytest.fixture(scope="session")
+def platform():
+    """The whole platform on this machine: the control plane, kwok GPU nodes (tainted), a node
+    agent that really runs pods, the CRDs, and the operator as its own process with exactly the
+    chart's RBAC."""
+    import localplatform
+
+    cluster = localplatform.start(operator=False)
+    try:
+        localplatform.start_operator(cluster, chart_rbac_kubeconfig(cluster))
+        yield cluster
+    finally:
+        cluster.stop()

@@ -30,14 +30,6 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    # Imported lazily: `crds` must work without kopf's import cost. `tauon_operator.main.run`
-    # parses its own flags (namespace, metrics port, ...).
-    from . import main as operator_main
-
-    return operator_main.run(args.args) or 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tauon-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,10 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--root", help="repository root (default: this checkout)")
     crds.set_defaults(func=_crds)
 
-    run = sub.add_parser("run", help="run the operator (flags are passed to tauon_operator.main)")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="flags of the operator")
-    run.set_defaults(func=_run)
+    # Listed for --help; `run` parses its own flags (see `tauon-operator run --help`).
+    sub.add_parser("run", help="run the operator", add_help=False)
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        # Imported lazily: `crds` must work without kopf's import cost.
+        from . import main as operator_main
+
+        return operator_main.run(argv[1:]) or 0
     args = parser.parse_args(argv)
     return args.func(args)
 
