@@ -53,13 +53,17 @@ class Kube:
         self.requests = 0  # API calls made, for the scale benchmark
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls, pool: int = 16) -> "Kube":
+        """In a pod, its service account; else KUBECONFIG. `pool` connections, one per worker."""
+        cfg = client.Configuration()
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=cfg)
         except config.ConfigException:
             # Read KUBECONFIG now: the client's default was frozen when it was imported.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-        return cls()
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                    client_configuration=cfg)
+        cfg.connection_pool_maxsize = pool
+        return cls(client.ApiClient(cfg))
 
     async def _call(self, method: str, resource_path: str, body: Any = None,
                     content_type: str = "application/json", query: list | None = None) -> Any:

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 import prometheus_client
@@ -14,6 +16,7 @@ import prometheus_client
 from tauon_operator.controller import Controller
 from tauon_operator.handlers import watch
 from tauon_operator.kube import Kube
+from tauon_operator.meta import MANAGED_BY
 from tauon_operator.metrics import register_objects_by_phase
 from tauon_operator.settings import Settings
 from tauon_operator.state import controller, install
@@ -39,6 +42,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 10
     # Per-object workers go idle quickly: thousands of objects, few events each.
     settings.queueing.idle_timeout = 1.0
+    # Only our own children cross the wire: the API server filters, not this process.
+    for resource in (("batch", "jobs"), ("apps", "deployments"), "pods"):
+        settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 @kopf.on.login()
@@ -51,7 +57,11 @@ def login(**kwargs):
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     configure(settings)
     ours = memo.get("tauon_settings") or Settings.from_env()  # `kopf run -m` passes no memo
-    ctl = Controller(Kube.from_environment(), ours)
+    # API calls run in threads (the official client is synchronous): enough for the workers.
+    workers = 16
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tauon-api"))
+    ctl = Controller(Kube.from_environment(pool=workers), ours, workers=workers)
     ctl.reconcilers.update(watch.RECONCILERS)
     install(ctl)
     register_objects_by_phase(lambda kind: controller().store.all(kind))
@@ -79,6 +89,8 @@ def run(argv: list[str] | None = None) -> int:
     )
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # one INFO line per watch event and handler is noise at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     memo = kopf.Memo(tauon_settings=settings)
     kopf.run(
         clusterwide=not settings.namespaces,

@@ -1,7 +1,8 @@
 """An in-memory view of the objects we watch, fed by kopf's watch streams (an informer cache).
 
 Reconciles read children from here instead of listing them from the API server on every event:
-the watch already told us. Keys are (kind, namespace, name).
+the watch already told us. Objects are indexed by namespace, and children also by the label
+that names their parent, so a reconcile looks at its own children only.
 """
 
 from __future__ import annotations
@@ -9,33 +10,70 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
+from tauon_operator.meta import PARENT_LABEL
+
+_INDEXED = tuple(PARENT_LABEL.values())
+
+
+def _version(obj: Mapping[str, Any]) -> int | None:
+    try:
+        return int(obj["metadata"].get("resourceVersion", ""))
+    except ValueError:  # opaque by contract; etcd's are integers, and then newer wins
+        return None
+
 
 class Store:
     def __init__(self) -> None:
-        self._objects: dict[str, dict[tuple[str, str], dict]] = defaultdict(dict)
+        # kind -> namespace -> name -> object
+        self._objects: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+        # (kind, namespace, label, value) -> names
+        self._by_label: dict[tuple, set[str]] = defaultdict(set)
 
     def observe(self, kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+        """Records what a watch event or an API response said; an older version never
+        replaces a newer one (a write's response may arrive before its watch event)."""
         meta = body["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
+        ns, name = meta.get("namespace", ""), meta["name"]
+        old = self._objects[kind][ns].get(name)
         if event_type == "DELETED":
-            self._objects[kind].pop(key, None)
-        else:
-            self._objects[kind][key] = dict(body)
+            self._objects[kind][ns].pop(name, None)
+            self._unindex(kind, ns, old)
+            return
+        if old is not None and None not in (_version(old), _version(body)) \
+                and _version(body) < _version(old):
+            return
+        obj = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self._unindex(kind, ns, old)
+        self._objects[kind][ns][name] = obj
+        for label in _INDEXED:
+            if value := (obj["metadata"].get("labels") or {}).get(label):
+                self._by_label[(kind, ns, label, value)].add(name)
+
+    def _unindex(self, kind: str, ns: str, obj: dict | None) -> None:
+        if obj is None:
+            return
+        for label in _INDEXED:
+            if value := (obj["metadata"].get("labels") or {}).get(label):
+                self._by_label[(kind, ns, label, value)].discard(obj["metadata"]["name"])
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
-        return self._objects[kind].get((namespace, name))
+        return self._objects[kind][namespace].get(name)
 
     def select(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict]:
         """Objects of a kind in a namespace whose labels include all of `labels`."""
+        objects = self._objects[kind][namespace]
+        key = next((k for k in labels if k in _INDEXED), None)
+        names = self._by_label[(kind, namespace, key, labels[key])] if key else objects.keys()
         out = []
-        for (ns, _), obj in self._objects[kind].items():
-            have = obj["metadata"].get("labels") or {}
-            if ns == namespace and all(have.get(k) == v for k, v in labels.items()):
+        for name in names:
+            obj = objects.get(name)
+            have = (obj or {}).get("metadata", {}).get("labels") or {}
+            if obj is not None and all(have.get(k) == v for k, v in labels.items()):
                 out.append(obj)
         return sorted(out, key=lambda o: o["metadata"]["name"])
 
     def all(self, kind: str) -> Iterable[dict]:
-        return list(self._objects[kind].values())
+        return [o for by_name in self._objects[kind].values() for o in by_name.values()]
 
     def count(self, kind: str) -> int:
-        return len(self._objects[kind])
+        return sum(len(by_name) for by_name in self._objects[kind].values())

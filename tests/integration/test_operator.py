@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from kubetest import (OperatorProcess, condition, finish_pods, get_json, status_
 
 pytestmark = pytest.mark.cluster
 GROUP = "tauon.dev/v1alpha1"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def apply(cluster, namespace: str, *objs: dict) -> None:
@@ -75,6 +77,29 @@ def test_dataset_becomes_a_claim_and_a_prepare_job_then_ready(cluster, namespace
     assert condition(status, "Reconciling")["status"] == "False"
     assert status["claimName"] == "digits-data"
     assert status["observedGeneration"] == 1
+
+
+def test_every_example_reconciles_to_its_children(cluster, namespace, tauon_operator):
+    """examples/*.yaml as a user applies them: the minimal and the full manifest of each kind."""
+    for f in sorted((REPO / "examples").glob("*.yaml")):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(f))
+    for name in ("example-minimal", "example-full"):
+        finish_pods(cluster, namespace, f"tauon.dev/dataset={name}")
+        wait_phase(cluster, "tds", name, namespace, "Ready")
+        assert get_json(cluster, "pvc", f"{name}-data", "-n", namespace)["spec"]["resources"]
+        wait_phase(cluster, "tj", name, namespace, "Running")
+        [job] = get_json(cluster, "jobs", "-n", namespace, "-l", f"tauon.dev/trainingjob={name}")["items"]
+        assert owned_by(job, "TrainingJob", name)
+        for kind in ("configmap", "service", "pvc"):
+            suffix = {"configmap": "config", "service": "workers", "pvc": "output"}[kind]
+            assert owned_by(get_json(cluster, kind, f"{name}-{suffix}", "-n", namespace), "TrainingJob", name)
+        md = wait_for(lambda: (s := status_of(cluster, "mdep", name, namespace)).get("conditions") and s,
+                      what=f"{name} ModelDeployment status")
+        assert condition(md, "Ready")["reason"] == "WaitingForModel"
+    full = get_json(cluster, "jobs", "-n", namespace, "-l", "tauon.dev/trainingjob=example-full")["items"][0]
+    assert full["spec"]["completions"] == 2
+    assert full["spec"]["activeDeadlineSeconds"] <= 7200
+    assert full["spec"]["ttlSecondsAfterFinished"] == 86400
 
 
 def test_a_prepare_that_fails_for_good_ends_failed_without_retrying(cluster, namespace, tauon_operator):

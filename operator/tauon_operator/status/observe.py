@@ -57,7 +57,11 @@ def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for c in st.get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False" \
                     and c.get("reason") == "Unschedulable":
-                return "Unschedulable", f"pod {p['metadata']['name']}: {c.get('message', '')}"
+                message = c.get("message", "")
+                if "unbound immediate PersistentVolumeClaims" in message:
+                    # A claim still being provisioned: a wait, not a problem to report.
+                    return "WaitingForVolume", f"pod {p['metadata']['name']}: {message}"
+                return "Unschedulable", f"pod {p['metadata']['name']}: {message}"
         for cs in st.get("containerStatuses") or []:
             waiting = cs.get("state", {}).get("waiting") or {}
             if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):

@@ -10,6 +10,7 @@ from tauon_operator import conditions as c
 from tauon_operator.status import observe
 
 TERMINAL = ("Succeeded", "Failed")
+WARNINGS = ("Unschedulable", "ImagePullBackOff")  # what a user must act on; not a passing wait
 EXIT_INVALID_CONFIG, EXIT_REJECTED = 2, 3
 
 
@@ -114,7 +115,7 @@ def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
         return plan("Pending", c.standard(ready=False, reason=problem[0], message=problem[1],
                                           reconciling=True, **job_like),
                     apply_children=True,
-                    events=[("Warning", problem[0], problem[1])])
+                    events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [])
     running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
     if running and len(running) >= spec.get("workers", 1):
         out.setdefault("startTime", stamp)
