@@ -267,6 +267,10 @@ class ServeConfig(_Model):
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Larger bodies get 413.")
     request_timeout_seconds: float = Field(30, gt=0, description="Per-request timeout.")
+    drain_seconds: float = Field(
+        3, ge=0, le=300, description="After SIGTERM, keep answering (while reporting not ready) "
+        "this long, so Services stop routing here before the listener closes: a rollout drops "
+        "no request.")
     feedback: Feedback = Field(default_factory=Feedback, description="User feedback store.")
     device: Device = Field("auto", description="auto picks CUDA when present.")
     top_k: int = Field(5, ge=1, le=1000, description="Labels returned by /v1/predict.")

@@ -2,7 +2,8 @@
 
 Listens at once (liveness answers while the model loads), loads and verifies the exported model
 (a sha256 mismatch exits non-zero and readiness never turns true), warms it up, then reports
-ready. SIGTERM turns readiness off, stops accepting connections, answers what is queued, exits 0.
+ready. SIGTERM turns readiness off, keeps answering for drainSeconds, then stops accepting
+connections, answers what is queued, exits 0.
 
 Exit codes (those of `tauon-runtime`): 0 clean shutdown, 1 the model could not be loaded,
 2 invalid config, 3 the model was refused (its sha256 does not match).
@@ -80,8 +81,10 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
     reporter.event("ready", command="serve", model=config.model_name, sha256=served.digest,
                    architecture=served.architecture, device=str(served.device), port=config.port)
     await stop.wait()
+    app[STATE].draining = True  # readiness fails first: endpoints drop this pod while it still answers
+    if config.drain_seconds:
+        await asyncio.sleep(config.drain_seconds)
     reporter.event("finished", command="serve", result="stopped")
-    app[STATE].ready = False
     await runner.cleanup()
     return 0
 

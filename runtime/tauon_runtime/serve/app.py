@@ -56,7 +56,13 @@ class ServeState:
     feedback: FeedbackStore | None = None
     model: ServedModel | None = None
     batcher: DynamicBatcher | None = None
-    ready: bool = False
+    ready: bool = False  # the model is loaded and warm: requests are answered
+    draining: bool = False  # shutting down: still answering, but no longer reporting ready
+
+    @property
+    def reports_ready(self) -> bool:
+        """What the readiness endpoints say: Services route here only while this is true."""
+        return self.ready and not self.draining
 
     def require_model(self, name: str) -> ServedModel:
         if name != self.config.model_name:
@@ -201,7 +207,7 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    is_ready = request.app[STATE].ready
+    is_ready = request.app[STATE].reports_ready
     return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
 
@@ -251,7 +257,8 @@ async def model_ready(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name != state.config.model_name:
         raise web.HTTPNotFound(text=f"unknown model {name!r}; this server serves {state.config.model_name!r}")
-    return web.json_response({"name": name, "ready": state.ready}, status=200 if state.ready else 503)
+    return web.json_response({"name": name, "ready": state.reports_ready},
+                             status=200 if state.reports_ready else 503)
 
 
 def _parse_v2(body: bytes, model: ServedModel) -> tuple[np.ndarray, dict[str, Any]]:

@@ -268,6 +268,8 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     """What the TrainingJob's status learns from a training event (see report.Reporter)."""
     progress_keys = ("epoch", "totalEpochs", "step", "totalSteps", "percent", "etaSeconds")
     progress = {k: fields[k] for k in progress_keys if k in fields}
+    if progress.get("etaSeconds") is not None:  # the API's field is whole seconds
+        progress["etaSeconds"] = int(round(progress["etaSeconds"]))
     status: dict[str, Any] = {}
     if event in ("start", "progress", "epoch", "finished", "resumed") and progress:
         status["progress"] = progress

@@ -73,7 +73,7 @@ def test_status_reporter_sends_merge_patch(api: FakeApiServer, sa_dir: Path) -> 
     assert req["headers"]["Authorization"] == "Bearer s3cr3t-token"
     assert req["body"] == {"status": {
         "progress": {"epoch": 3, "totalEpochs": 10, "step": 66, "totalSteps": 220, "percent": 30.0,
-                     "etaSeconds": 12.5},
+                     "etaSeconds": 12},  # whole seconds, as the CRD's integer field wants
         "metrics": {"latest": {"accuracy": 0.95, "loss": 0.2}, "best": {"accuracy": 0.96}},
     }}
 

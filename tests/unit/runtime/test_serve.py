@@ -591,3 +591,38 @@ def test_real_server_process_serves_and_stops_on_sigterm(model_dir, digits, tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_drains_answering_while_reporting_not_ready(model_dir, digits):
+    """A rollout drops no request: after SIGTERM the server fails readiness (so Services stop
+    routing to it) yet keeps answering for drainSeconds, then stops."""
+    import aiohttp
+
+    from tauon_runtime.serve import serve
+
+    port = free_port()
+    cfg = config(model_dir, host="127.0.0.1", port=port, drainSeconds=1.5)
+    body = {"instances": [digits["x_test"][0].tolist()]}
+
+    async def go():
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve(cfg, stop=stop))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{base}/v2/health/ready") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.sleep(0.3)
+            async with http.get(f"{base}/v2/health/ready") as r:
+                assert r.status == 503
+            async with http.post(f"{base}/v1/predict", json=body) as r:
+                assert r.status == 200
+        assert await asyncio.wait_for(server, timeout=10) == 0
+
+    run(go())
