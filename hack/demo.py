@@ -1,24 +1,93 @@
-"""`make demo`: start the platform on this machine and show it working.
+"""`make demo`: Tauon doing its job on this machine, from data to predictions.
 
-Starts the real control plane (kube-apiserver, controller-manager, scheduler, etcd) with kwok
-simulating GPU nodes, installs Tauon's CRDs and shows the cluster. Leaves it running so you can
-look around; `make cluster-down` stops it.
+Starts a real Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler)
+with kwok simulating four GPU nodes and a local node agent that runs pods as processes here;
+installs the CRDs and starts the operator; applies examples/digits/ — a Dataset of the bundled
+handwritten digits, a TrainingJob with the seed CNN, a ModelDeployment following it — and
+shows what happens, up to real predictions and a line of feedback. The cluster keeps running
+afterwards so you can look around; `make cluster-down` stops it.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import localplatform
 from localkube import Cluster, ClusterError
-from localkube.cluster import REPO, gpu_nodes
+from localkube.cluster import tool
+from localplatform import REPO, ready_endpoints, volume_dir, wait
 
 STATE = REPO / ".tauon" / "cluster"
+NS = "default"
+BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
 def step(text: str) -> None:
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    print(f"\n{BOLD}==> {text}{OFF}", flush=True)
+
+
+def status(cluster: Cluster, kind: str, name: str) -> dict:
+    res = cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
+    return json.loads(res.stdout).get("status") or {} if res.returncode == 0 else {}
+
+
+def ready_reason(st: dict) -> str:
+    c = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+    return f"{c.get('reason', '')}: {c.get('message', '')}"
+
+
+def settle(cluster: Cluster, kind: str, name: str, want: str, timeout: float = 300) -> dict | None:
+    """Waits for `want` or Failed; says why on failure."""
+    st = wait(lambda: (s := status(cluster, kind, name)).get("phase") in (want, "Failed") and s,
+              timeout, f"{kind} {name}", cluster=cluster)
+    if st["phase"] != want:
+        print(f"  {kind} {name} {st['phase']}: {ready_reason(st)}")
+        return None
+    return st
+
+
+def post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def follow_training(cluster: Cluster, name: str, timeout: float = 900) -> dict:
+    """Streams the trainer's log (`kubectl logs -f`, served by the node agent) and prints one
+    line per epoch from the runtime's JSON events; returns the TrainingJob's final status."""
+    def running_pod():
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", NS, "-l", f"tauon.dev/trainingjob={name}",
+                                          "-o", "json").stdout)["items"]
+        return next((p["metadata"]["name"] for p in pods
+                     if p["status"].get("phase") in ("Running", "Succeeded", "Failed")), None)
+
+    pod = wait(running_pod, 300, "the trainer pod", cluster=cluster)
+    logs = subprocess.Popen([tool("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "logs", "-f",
+                             pod, "-n", NS], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in logs.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "epoch":
+            m, pct = event.get("metrics") or {}, event.get("percent") or 0
+            bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
+            print(f"  epoch {event['epoch']:>2}/{event['totalEpochs']} [{bar}] {pct:5.1f}%  "
+                  f"train loss {m.get('trainLoss', 0):.3f}  val loss {m.get('loss', 0):.3f}  "
+                  f"val acc {m.get('accuracy', 0):.3f}  eta {event.get('etaSeconds') or 0:.0f}s",
+                  flush=True)
+        elif event.get("event") in ("evaluation", "exported"):
+            print(f"  {DIM}{event['event']}: "
+                  f"{json.dumps({k: v for k, v in event.items() if k not in ('event', 'time')})}{OFF}")
+    logs.wait()
+    return wait(lambda: (s := status(cluster, "tj", name)).get("phase") in ("Succeeded", "Failed") and s,
+                timeout, "the TrainingJob to finish", cluster=cluster)
 
 
 def main() -> int:
@@ -26,30 +95,75 @@ def main() -> int:
     if (STATE / "cluster.json").exists() and Cluster.attach(STATE).info.get("pids"):
         step("stopping the cluster left by an earlier demo")
         Cluster.attach(STATE).stop()
-    step("starting a real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver, "
-         "kube-controller-manager, kube-scheduler, kwok)")
+    step("starting Kubernetes on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager, "
+         "kube-scheduler, kwok (4 simulated GPU nodes) and a local node agent; then Tauon's "
+         "CRDs and operator")
     try:
-        cluster = Cluster.start(STATE, nodes=gpu_nodes(4))
+        cluster = localplatform.start(STATE)
     except ClusterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"up in {cluster.info['started_seconds']}s at {cluster.server}")
-
-    crds = sorted((REPO / "crds").glob("*.yaml"))
-    step(f"installing Tauon's CRDs ({len(crds)})")
-    for f in crds:
-        print(cluster.kubectl("apply", "--server-side", "-f", str(f)).stdout.strip())
-
-    step("the simulated GPU nodes")
-    print(cluster.kubectl("get", "nodes").stdout)
-    print(cluster.kubectl("get", "nodes", "-o", "custom-columns=NAME:.metadata.name,"
+    print(f"up in {time.monotonic() - t0:.0f}s at {cluster.server}")
+    print(cluster.kubectl("get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
                           "GPUS:.status.allocatable.nvidia\\.com/gpu,CPU:.status.allocatable.cpu,"
-                          "MEMORY:.status.allocatable.memory").stdout)
+                          "TAINTS:.spec.taints[*].key").stdout)
+
+    step("kubectl apply -f examples/digits/")
+    print(cluster.kubectl("apply", "-n", NS, "-f", str(REPO / "examples" / "digits")).stdout.strip())
+
+    step("the Dataset: a prepare Job fetches, splits and describes the bundled digits")
+    if not (ds := settle(cluster, "tds", "digits", "Ready")):
+        return 1
+    counts = ds.get("counts") or {}
+    print(f"  Ready: {counts.get('train')} train / {counts.get('validation')} validation / "
+          f"{counts.get('test')} test samples, {len(ds.get('classes') or [])} classes, "
+          f"digest {ds.get('digest')}")
+
+    step("the TrainingJob: the seed CNN trains in a pod on the node agent (its log, live)")
+    tj = follow_training(cluster, "digits-cnn")
+    if tj["phase"] != "Succeeded":
+        print(f"  TrainingJob {tj['phase']}: {ready_reason(tj)}")
+        return 1
+    model = tj.get("model") or {}
+    acc = (model.get("metrics") or {}).get("accuracy")
+    print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} sha256 {model.get('sha256')}")
+
+    step("the ModelDeployment: serving that model, Ready when every replica has its digest")
+    if not (md := settle(cluster, "mdep", "digits", "Ready")):
+        return 1
+    endpoint = wait(lambda: ready_endpoints(cluster, NS, "digits"), 60, "a ready endpoint")[0]
+    print(f"  Ready: {md['replicas']['ready']} replica(s), model {md['modelDigest'][:16]}…, "
+          f"{md['url']} → pod {endpoint}")
+
+    step("predictions on held-out digits (the Dataset's test split), through the served model")
+    from safetensors.numpy import load_file  # the test split, exactly as the Dataset stored it
+
+    data = volume_dir(cluster, NS, ds["claimName"])
+    manifest = json.loads((data / "manifest.json").read_text())
+    test = load_file(str(data / manifest["path"] / "test.safetensors"))
+    classes = manifest["classes"]
+    shown, first = 0, None
+    for i in range(8):
+        x, y = test["x"][i], int(test["y"][i])
+        answer = post(f"http://{endpoint}/v1/predict", {"instances": [x.tolist()]})["predictions"][0]
+        first = first or (answer, classes[y])
+        ok = "ok " if answer["label"] == classes[y] else "MISS"
+        shown += answer["label"] == classes[y]
+        print(f"  {ok} true {classes[y]}  predicted {answer['label']}  (score {answer['score']:.3f})")
+    print(f"  {shown}/8 correct")
+
+    step("feedback: telling the model the true label of one prediction")
+    answer, truth = first
+    print("  " + json.dumps(post(f"http://{endpoint}/v1/feedback",
+                                 {"predictionId": answer["predictionId"], "label": truth})))
+    store = volume_dir(cluster, NS, "digits-feedback") / "feedback.jsonl"
+    print(f"  the feedback store ({store}) now holds {len(store.read_text().splitlines())} record(s)")
 
     step(f"done in {time.monotonic() - t0:.0f}s — the cluster keeps running:")
+    print(cluster.kubectl("get", "tauon", "-n", NS).stdout)
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
-    print("  kubectl get nodes; kubectl get crds")
-    print("  make cluster-down    # stop it")
+    print("  kubectl get tauon; kubectl describe tj digits-cnn; kubectl logs job/digits-cnn-a0")
+    print("  make cluster-down    # stop it all")
     return 0
 
 

@@ -61,8 +61,24 @@ def condition(status: dict, type_: str) -> dict:
 
 
 def wait_phase(cluster, kind: str, name: str, namespace: str, phase: str, timeout: float = 60) -> dict:
-    return wait_for(lambda: (s := status_of(cluster, kind, name, namespace)).get("phase") == phase and s,
-                    timeout=timeout, what=f"{kind} {name} phase {phase}")
+    """Waits for a phase; fails at once, with the reason, on a different terminal phase."""
+    last: dict = {}
+
+    def check():
+        nonlocal last
+        last = status_of(cluster, kind, name, namespace)
+        if last.get("phase") in ("Succeeded", "Failed") and last["phase"] != phase:
+            pytest.fail(f"{kind} {name} ended {last['phase']} while waiting for {phase}: "
+                        f"{condition(last, 'Ready')}")
+        return last.get("phase") == phase and last
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout}s waiting for {kind} {name} phase {phase}; "
+                f"phase {last.get('phase')}: {condition(last, 'Ready')}")
 
 
 def finish_pods(cluster, namespace: str, selector: str, code: int = 0, count: int | None = None) -> list[str]:

@@ -148,6 +148,10 @@ class Cluster:
         With `agent` (True or a NodeAgentSpec) a local node agent joins as a real node."""
         owned = state_dir is None
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix="tauon-cluster-"))
+        if not owned and state_dir.exists():
+            if (state_dir / "cluster.json").exists() and cls.attach(state_dir).info.get("pids"):
+                raise ClusterError(f"a cluster is still running in {state_dir}: stop it first")
+            shutil.rmtree(state_dir)  # a fresh cluster: no etcd data from the last one
         state_dir.mkdir(parents=True, exist_ok=True)
         self = cls(state_dir)
         self._owned_state_dir = owned
@@ -189,6 +193,11 @@ class Cluster:
         info = json.loads(path.read_text()) if path.exists() else {"pids": {}}
         info.update(updates)
         path.write_text(json.dumps(info, indent=2))
+
+    def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        """Starts a process that belongs to this cluster: detached, logged to logs/<name>.log,
+        stopped (first, as the last started) by `stop()` and `make cluster-down`."""
+        return self._spawn(name, argv, env)
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -270,6 +279,9 @@ class Cluster:
         common = [
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
+            # The defaults (20 qps) throttle a 1,000-Job burst; a dev cluster can afford more.
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
         ]
         self._spawn("kube-controller-manager", [
             str(bin_dir / "kube-controller-manager"),
@@ -412,6 +424,10 @@ class Cluster:
             time.sleep(0.25)
         raise ClusterError(f"timed out waiting for {what} (last error: {last_error}); "
                            f"logs in {self.logs}")
+
+    def check_alive(self) -> None:
+        """Raises ClusterError, with the log's tail, if a component has exited."""
+        self._check_alive()
 
     def _check_alive(self) -> None:
         for name, pid in self.info.get("pids", {}).items():

@@ -1,0 +1,103 @@
+"""Tauon on the local control plane, for the demo and the end-to-end tests.
+
+A real control plane with kwok simulating GPU nodes, a local node agent that runs the pods
+Tauon creates as processes on this machine, the CRDs, and the operator as its own process.
+The simulated nodes carry a taint, so the runtime pods (which need no GPU here) are scheduled
+onto the node agent, where they really run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from localkube import Cluster, NodeAgentSpec, NodeSpec
+
+REPO = Path(__file__).resolve().parent.parent
+SIMULATED_TAINT = {"key": "tauon.dev/simulated", "value": "true", "effect": "NoSchedule"}
+# Pods run this checkout's code, as the runtime image would run its own.
+SOURCE_PATH = os.pathsep.join(str(REPO / d) for d in ("operator", "runtime"))
+
+
+def start(state_dir: Path | None = None, gpu_nodes: int = 4, operator: bool = True,
+          operator_kubeconfig: Path | None = None) -> Cluster:
+    nodes = [NodeSpec(name=f"gpu-node-{i}", taints=(SIMULATED_TAINT,)) for i in range(gpu_nodes)]
+    agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH})
+    cluster = Cluster.start(state_dir, nodes=nodes, agent=agent)
+    try:
+        install_crds(cluster)
+        if operator:
+            start_operator(cluster, operator_kubeconfig)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def install_crds(cluster: Cluster) -> list[str]:
+    names = []
+    for f in sorted((REPO / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "-f", str(f))
+        names.append(re.search(r"^  name: (\S+)", f.read_text(), re.M).group(1))
+    for name in names:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return names
+
+
+def start_operator(cluster: Cluster, kubeconfig: Path | None = None) -> None:
+    """`tauon-operator run` as a process of the cluster (stopped with it)."""
+    exe = Path(sys.executable).parent / "tauon-operator"
+    cluster.spawn("tauon-operator", [str(exe), "run", "--metrics-port=0", "--health-port=0"], env={
+        "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
+        "PYTHONPATH": os.pathsep.join([SOURCE_PATH, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    })
+    time.sleep(2)
+    cluster.check_alive()  # a bad flag or import error shows here, with the log's tail
+
+
+def volume_dir(cluster: Cluster, namespace: str, claim: str) -> Path:
+    """Where a claim's data lives on this machine (the PV's hostPath)."""
+    pvc = json.loads(cluster.kubectl("get", "pvc", claim, "-n", namespace, "-o", "json").stdout)
+    pv = json.loads(cluster.kubectl("get", "pv", pvc["spec"]["volumeName"], "-o", "json").stdout)
+    return Path(pv["spec"]["hostPath"]["path"])
+
+
+def ready_endpoints(cluster: Cluster, namespace: str, service: str) -> list[str]:
+    """`ip:port` of every ready pod behind a Service, computed as the EndpointSlice controller
+    and kube-proxy would: the Service's selector over Ready pods, its targetPort resolved by
+    name. (The controller cannot publish them itself: EndpointSlice validation refuses
+    loopback addresses, and every pod of the node agent has one.)"""
+    svc = json.loads(cluster.kubectl("get", "service", service, "-n", namespace, "-o", "json").stdout)
+    selector = ",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items())
+    target = svc["spec"]["ports"][0].get("targetPort", svc["spec"]["ports"][0]["port"])
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector,
+                                      "-o", "json").stdout)["items"]
+    out = []
+    for pod in pods:
+        ready = any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in pod["status"].get("conditions") or [])
+        if not ready or pod["metadata"].get("deletionTimestamp") or not pod["status"].get("podIP"):
+            continue
+        port = target
+        if isinstance(target, str):
+            port = next((p["containerPort"] for c in pod["spec"]["containers"]
+                         for p in c.get("ports") or [] if p.get("name") == target), None)
+        if port:
+            out.append(f"{pod['status']['podIP']}:{port}")
+    return sorted(out)
+
+
+def wait(check, timeout: float, what: str, interval: float = 0.5, cluster: Cluster | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        if cluster is not None:
+            cluster.check_alive()
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
