@@ -26,7 +26,8 @@ SOURCE_PATH = os.pathsep.join(str(REPO / d) for d in ("operator", "runtime"))
 def start(state_dir: Path | None = None, gpu_nodes: int = 4, operator: bool = True,
           operator_kubeconfig: Path | None = None) -> Cluster:
     nodes = [NodeSpec(name=f"gpu-node-{i}", taints=(SIMULATED_TAINT,)) for i in range(gpu_nodes)]
-    agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH})
+    agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH},
+                          image_paths=tuple(SOURCE_PATH.split(os.pathsep)))
     cluster = Cluster.start(state_dir, nodes=nodes, agent=agent)
     try:
         install_crds(cluster)

@@ -83,6 +83,7 @@ class NodeAgentSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()        # "key[=value]:Effect"
     image_env: dict[str, str] = field(default_factory=dict)  # env every container starts with
+    image_paths: tuple[str, ...] = ()   # host paths every container sees (the "image" files)
     backoff: float = 1.0                # first restart back-off in seconds (kubelet: 10)
 
     def argv(self) -> list[str]:
@@ -93,6 +94,7 @@ class NodeAgentSpec:
         out += [f"--label={k}={v}" for k, v in self.labels.items()]
         out += [f"--taint={t}" for t in self.taints]
         out += [f"--image-env={k}={v}" for k, v in self.image_env.items()]
+        out += [f"--image-path={p}" for p in self.image_paths]
         return out
 
 

@@ -163,6 +163,9 @@ class AgentConfig:
     labels: dict = field(default_factory=dict)
     taints: list = field(default_factory=list)
     image_env: dict = field(default_factory=dict)
+    # The "image": host paths every container sees at the same path, read-only, even under a
+    # volume mounted above them (the checkout may live under /tmp, where pods mount emptyDirs).
+    image_paths: list = field(default_factory=list)
     port: int = 0
     serving_cert: str = ""
     serving_key: str = ""
@@ -831,6 +834,8 @@ class PodWorker(threading.Thread):
                     src.mkdir(parents=True, exist_ok=True)
             mounts.append({"source": str(src), "target": vm["mountPath"],
                            "readOnly": bool(vm.get("readOnly") or vol["readOnly"])})
+        for path in self.agent.cfg.image_paths:
+            mounts.append({"source": os.path.realpath(path), "target": path, "readOnly": True})
         mounts.append({"source": str(self.dir / "hosts"), "target": "/etc/hosts", "readOnly": False})
         mounts.append({"source": str(term), "target": c.spec.get("terminationMessagePath")
                        or "/dev/termination-log", "readOnly": False})
@@ -1603,6 +1608,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--taint", action="append", default=[], metavar="KEY[=VALUE]:EFFECT")
     ap.add_argument("--image-env", action="append", default=[], metavar="KEY=VALUE",
                     help="env every container starts with (the 'image' ENV)")
+    ap.add_argument("--image-path", action="append", default=[], metavar="PATH",
+                    help="a host path every container sees, read-only (the 'image' files)")
     ap.add_argument("--port", type=int, default=0, help="kubelet HTTPS port (default: any)")
     ap.add_argument("--serving-cert", default="")
     ap.add_argument("--serving-key", default="")
@@ -1611,13 +1618,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backoff-max", type=float, default=60.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    venv_bin = str(Path(sys.executable).parent)
+    # The venv's real bin/ (its link may sit under a path a pod volume covers, such as /tmp).
+    venv_bin = os.path.realpath(Path(sys.executable).parent)
     image_env = {"PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **_kv(args.image_env)}
     cfg = AgentConfig(name=args.name, kubeconfig=args.kubeconfig, state_dir=args.state_dir.resolve(),
                       cpu=args.cpu, memory=args.memory, pods=args.pods, gpus=args.gpus,
                       labels=_kv(args.label), taints=[_taint(t) for t in args.taint],
-                      image_env=image_env, port=args.port, serving_cert=args.serving_cert,
+                      image_env=image_env, image_paths=args.image_path,
+                      port=args.port, serving_cert=args.serving_cert,
                       serving_key=args.serving_key, client_ca=args.client_ca,
                       backoff_base=args.backoff, backoff_max=args.backoff_max)
     agent = NodeAgent(cfg)
