@@ -91,3 +91,20 @@ def finish_pods(cluster, namespace: str, selector: str, code: int = 0, count: in
     for name in names[:count] if count else names:
         cluster.kubectl("annotate", "pod", name, "-n", namespace, f"sim.tauon.dev/exit-code={code}")
     return names
+
+
+def normalised(value):
+    """A spec as compared across the API server and the models: quantities are `2` on the
+    server and "2" in pydantic, so numbers and numeric strings compare as floats."""
+    if isinstance(value, dict):
+        return {k: normalised(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalised(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubetest import normalised
 from tauon_operator.api import Dataset, ModelDeployment, TrainingJob
 
 pytestmark = pytest.mark.cluster
@@ -55,22 +56,7 @@ def test_example_applies_and_server_defaults_match_the_models(cluster, crds, nam
         stored = get_json(cluster, namespace, doc["kind"].lower(), doc["metadata"]["name"])
         # The API server filled the CRD's defaults; the operator's models fill theirs: the same.
         parsed = KIND[doc["kind"]].parse(stored)
-        assert _normalised(stored["spec"]) == _normalised(parsed.spec.to_dict())
-
-
-def _normalised(value):
-    if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalised(v) for v in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)  # quantities: `2` on the server, "2" in the model
-        except ValueError:
-            return value
-    return value
+        assert normalised(stored["spec"]) == normalised(parsed.spec.to_dict())
 
 
 # --- kubectl experience ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from kubetest import normalised
 from tauon_operator.api import (
     API_VERSION,
     DATASETS,
@@ -67,23 +68,7 @@ def test_examples_parse_and_defaults_agree_with_the_crd(path):
         obj = KIND[doc["kind"]].parse(doc)
         assert obj.metadata.name == doc["metadata"]["name"]
         server_side = crdgen.apply_defaults(spec_schema(doc["kind"]), doc["spec"])
-        assert _normalised(server_side) == _normalised(obj.spec.to_dict())
-
-
-def _normalised(value):
-    # Quantities: the API server keeps `cpu: 2` as an integer, pydantic as "2".
-    if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalised(v) for v in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+        assert normalised(server_side) == normalised(obj.spec.to_dict())
 
 
 def test_minimal_trainingjob_defaults():
