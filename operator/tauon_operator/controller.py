@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 import kopf
 from kubernetes.client.rest import ApiException
 
+from tauon_operator import conditions
 from tauon_operator.kube import Kube
 from tauon_operator.meta import SPEC_HASH
 from tauon_operator.metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
@@ -152,9 +153,8 @@ class Controller:
         want = desired["spec"].get("suspend", False)
         if bool(current["spec"].get("suspend")) != want:
             m = current["metadata"]
-            await self.kube._call(
-                "PATCH", f"/apis/batch/v1/namespaces/{m['namespace']}/jobs/{m['name']}",
-                body={"spec": {"suspend": want}}, content_type="application/merge-patch+json")
+            await self.kube.merge_patch("batch/v1", "Job", m["namespace"], m["name"],
+                                        {"spec": {"suspend": want}})
             API_WRITES.labels("patch", "Job").inc()
 
     async def write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
@@ -170,6 +170,17 @@ class Controller:
         if updated:  # the next reconcile compares against what we wrote, not a stale copy
             self.store.observe(obj["kind"], "MODIFIED", updated)
         return True
+
+    async def invalid_spec(self, obj: dict[str, Any], message: str, now: str) -> None:
+        """A spec the API server let through but the operator cannot build: say so (Stalled,
+        an Event), and do not retry it in a loop."""
+        gen = obj["metadata"].get("generation", 1)
+        conds = conditions.standard(ready=False, reason="InvalidSpec", message=message, stalled=True)
+        status = {"observedGeneration": gen, "phase": "Failed",
+                  "conditions": conditions.merge((obj.get("status") or {}).get("conditions"),
+                                                 conds, gen, now)}
+        if await self.write_status(obj, status):
+            self.event(obj, "Warning", "InvalidSpec", message)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         await self.kube.delete(api_version, kind, namespace, name)

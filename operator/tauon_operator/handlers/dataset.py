@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from tauon_operator import conditions as c
 from tauon_operator.builders import dataset as build
 from tauon_operator.controller import Controller, utcnow
 from tauon_operator.meta import PARENT_LABEL
@@ -21,7 +20,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     try:
         children = build.build(ds, ctl.settings)
     except (ValidationError, ValueError) as e:
-        await invalid_spec(ctl, ds, str(e), now)
+        await ctl.invalid_spec(ds, str(e), now)
         return
     await ctl.ensure(children)
     job = ctl.store.get("Job", namespace, build.prepare_job_name(ds))
@@ -34,12 +33,3 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
             ctl.event(ds, "Normal" if status["phase"] == "Ready" else "Warning",
                       ready["reason"], ready["message"])
 
-
-async def invalid_spec(ctl: Controller, obj: dict, message: str, now: str) -> None:
-    """A spec the API server let through but the operator cannot build: say so, don't loop."""
-    gen = obj["metadata"].get("generation", 1)
-    conds = c.standard(ready=False, reason="InvalidSpec", message=message, stalled=True)
-    status = {"observedGeneration": gen, "phase": "Failed",
-              "conditions": c.merge((obj.get("status") or {}).get("conditions"), conds, gen, now)}
-    if await ctl.write_status(obj, status):
-        ctl.event(obj, "Warning", "InvalidSpec", message)

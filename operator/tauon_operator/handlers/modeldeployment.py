@@ -11,7 +11,6 @@ from tauon_operator.builders import modeldeployment as build
 from tauon_operator.builders.modeldeployment import ResolvedModel
 from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
 from tauon_operator.controller import Controller, utcnow
-from tauon_operator.handlers.dataset import invalid_spec
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
 
 KIND = "ModelDeployment"
@@ -53,7 +52,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         try:
             await ctl.ensure(build.build(md, ctl.settings, model, canary_model))
         except (ValidationError, ValueError) as e:
-            await invalid_spec(ctl, md, str(e), now)
+            await ctl.invalid_spec(md, str(e), now)
             return
         if canary_model is None and ctl.store.get("Deployment", namespace, canary_name):
             await ctl.delete("apps/v1", "Deployment", namespace, canary_name)

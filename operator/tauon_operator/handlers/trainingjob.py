@@ -7,7 +7,6 @@ from pydantic import ValidationError
 
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, utcnow
-from tauon_operator.handlers.dataset import invalid_spec
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.trainingjob import attempt, deadline_left, trainingjob_plan
 
@@ -30,7 +29,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         try:
             children = build.build(tj, ctl.settings, n, deadline_left(tj, now))
         except (ValidationError, ValueError) as e:
-            await invalid_spec(ctl, tj, str(e), now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            await ctl.invalid_spec(tj, str(e), now.strftime("%Y-%m-%dT%H:%M:%SZ"))
             return
         await ctl.ensure(children)
     changed = await ctl.write_status(tj, plan.status)
