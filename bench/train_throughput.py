@@ -63,7 +63,8 @@ def bare_loop(args: argparse.Namespace, data: PreparedDataset, device: torch.dev
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if args.compile else model
-    cfg = TrainConfig.model_validate({"datasetDir": ".", "outputDir": ".", "hyperparameters": hyper(args)})
+    cfg = TrainConfig.model_validate({"model": {"architecture": args.arch}, "datasetDir": ".",
+                                      "outputDir": ".", "hyperparameters": hyper(args)})
     optimizer = build_optimizer(model, cfg.hyperparameters)
     amp = AMP_DTYPES.get(args.precision)
     steps = len(split) // args.batch_size
@@ -98,7 +99,7 @@ def runtime_loop(args: argparse.Namespace, data_dir: Path, out: Path) -> tuple[f
         "hyperparameters": hyper(args),
         "precision": args.precision, "channelsLast": args.channels_last, "compile": args.compile,
         "dataLoader": {"numWorkers": args.workers},
-        "checkpoint": {"everyEpochs": None},  # the final checkpoint only
+        "checkpoint": {"everyEpochs": args.epochs},  # the final checkpoint only
         "datasetDir": str(data_dir), "outputDir": str(out), "device": args.device,
     })
     reporter = TimingReporter()
@@ -135,7 +136,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tauon-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        source = {"builtin": {}} if args.dataset == "digits" else {"synthetic": {
+        source = {"builtin": {"name": "digits"}} if args.dataset == "digits" else {"synthetic": {
             "numSamples": args.samples, "numClasses": 10, "shape": [3, args.image_size, args.image_size]}}
         # Everything in train: the validation split only adds per-epoch evaluation cost to the runtime.
         splits = {"train": 0.9, "validation": 0.05, "test": 0.05}

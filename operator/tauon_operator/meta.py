@@ -10,11 +10,13 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from tauon_runtime.contract.keys import SPEC_HASH_ANNOTATION
+
 from tauon_operator.api import API_VERSION
 
 MANAGED_BY = "tauon"
 FIELD_MANAGER = "tauon"
-SPEC_HASH = "tauon.dev/spec-hash"
+SPEC_HASH = SPEC_HASH_ANNOTATION
 # One label per parent kind lets a child event find its parent without an API call.
 PARENT_LABEL = {
     "Dataset": "tauon.dev/dataset",

@@ -13,7 +13,7 @@ import argparse
 import sys
 import traceback
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_REJECTED = 0, 1, 2, 3
+from tauon_runtime.contract.keys import ExitCode
 
 _COMMANDS = {
     "prepare": "fetch, verify, split and describe a Dataset into a versioned layout",
@@ -44,7 +44,7 @@ def _run(command: str, config_path: str | None) -> int:
     except ConfigError as e:
         print(f"tauon-runtime {command}: {e}", file=sys.stderr)
         write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
-        return EXIT_CONFIG
+        return ExitCode.INVALID_CONFIG
     try:
         if command == "prepare":
             from tauon_runtime.data.prepare import prepare, status_patch
@@ -64,15 +64,15 @@ def _run(command: str, config_path: str | None) -> int:
             except ModelRejected as e:
                 print(f"tauon-runtime train: {e}", file=sys.stderr)
                 write_termination_log({"event": "finished", **e.result, "message": str(e)})
-                return EXIT_REJECTED
+                return ExitCode.REJECTED
             write_termination_log({"event": "finished", **result})
-        return EXIT_OK
+        return ExitCode.OK
     except Exception as e:  # noqa: BLE001 - the last line of defence: a clear message, an exit code
         reason = type(e).__name__
         print(f"tauon-runtime {command}: {reason}: {e}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
         write_termination_log({"event": "error", "result": "failed", "error": reason, "message": str(e)})
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

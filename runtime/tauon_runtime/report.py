@@ -22,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-ENV_TARGET = "TAUON_STATUS_TARGET"
-ENV_API_URL = "TAUON_STATUS_API_URL"  # overrides KUBERNETES_SERVICE_HOST/PORT (tests, out of cluster)
-ENV_SA_DIR = "TAUON_SERVICEACCOUNT_DIR"
-ENV_TERMINATION_LOG = "TAUON_TERMINATION_LOG"
+from tauon_runtime.contract.keys import ENV_SERVICEACCOUNT_DIR as ENV_SA_DIR
+from tauon_runtime.contract.keys import ENV_STATUS_API_URL as ENV_API_URL
+from tauon_runtime.contract.keys import ENV_STATUS_TARGET as ENV_TARGET
+from tauon_runtime.contract.keys import ENV_TERMINATION_LOG
+
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG_LIMIT = 4096  # what the kubelet keeps of a termination message
 

@@ -1,7 +1,7 @@
-"""Shared building blocks of the Tauon API: the base model, CEL helpers and common types.
+"""Shared building blocks of the Tauon API: the base model (the contract's, so spec pieces from
+`tauon_runtime.contract` and the API's own are one kind of model), CEL helpers, common types.
 
-Every model is frozen, uses camelCase aliases (Python code may use either name) and forbids
-unknown spec fields, so a typo fails in the operator the same way `kubectl apply
+Spec models forbid unknown fields, so a typo fails in the operator the same way `kubectl apply
 --validate=strict` fails at the API server. Status models ignore unknown fields: status is
 written by several hands (operator, runtime) and must never make a reader crash.
 """
@@ -11,48 +11,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
-from pydantic.alias_generators import to_camel
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+from tauon_runtime.contract.base import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    SHA256_HEX,
+    Sha256,
+    cel,
+    immutable,
+    rules,
+)
+from tauon_runtime.contract.base import ContractModel as ApiModel
 
 GROUP = "tauon.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "tauon"
-
-
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict:
-    """One `x-kubernetes-validations` entry, spelled the way the API server wants it."""
-    entry: dict[str, Any] = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    if reason:
-        entry["reason"] = reason
-    return entry
-
-
-def rules(*entries: dict) -> dict:
-    """`json_schema_extra` carrying CEL rules, for a field or a model."""
-    return {"x-kubernetes-validations": list(entries)}
-
-
-def immutable(what: str, instead: str) -> dict:
-    """A transition rule that freezes a field once the object exists."""
-    return cel("self == oldSelf", f"{what} is immutable: {instead}", reason="FieldValueForbidden")
-
-
-class ApiModel(BaseModel):
-    """Base of every spec model: frozen, camelCase aliases, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        populate_by_name=True,
-        alias_generator=to_camel,
-        extra="forbid",
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The camelCase JSON form, without unset optional fields (what a manifest holds)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class StatusModel(ApiModel):
@@ -63,9 +37,6 @@ class StatusModel(ApiModel):
 
 # --- scalar types ------------------------------------------------------------------------------
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SHA256_HEX = r"^[a-f0-9]{64}$"
 QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
     r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -95,16 +66,6 @@ Quantity = Annotated[
     ),
 ]
 """A Kubernetes resource quantity such as `500m`, `2`, `4Gi` (integer or string)."""
-
-Sha256 = Annotated[
-    str,
-    Field(
-        pattern=SHA256_HEX,
-        min_length=64,
-        max_length=64,
-        description="SHA-256 of the content: 64 lowercase hexadecimal characters.",
-    ),
-]
 
 Image = Annotated[
     str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field, model_validator
+from tauon_runtime.contract.serve import Batching, Feedback
 
 from .common import (
     ApiModel,
@@ -105,15 +106,6 @@ class ServingResources(Resources):
     )
 
 
-class Batching(ApiModel):
-    """Dynamic batching: requests that arrive together are run as one batch."""
-
-    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch run at once.")
-    max_latency_ms: int = Field(
-        5, ge=0, le=10_000, description="Longest a request waits for others to join its batch."
-    )
-
-
 class Canary(ApiModel):
     """A second model that receives a share of the traffic."""
 
@@ -121,13 +113,6 @@ class Canary(ApiModel):
     traffic_percent: int = Field(
         10, ge=0, le=100, description="Percent of requests sent to the canary, 0-100."
     )
-
-
-class Feedback(ApiModel):
-    """Collect user feedback on predictions (`POST /v1/feedback`) for retraining."""
-
-    enabled: bool = Field(False, description="Accept and store feedback.")
-    retention_days: int = Field(30, ge=1, le=3650, description="Days feedback is kept.")
 
 
 class ModelDeploymentSpec(ApiModel):

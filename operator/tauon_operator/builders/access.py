@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tauon_runtime.contract.keys import ENV_SERVICEACCOUNT_DIR, ENV_STATUS_TARGET
+
 from tauon_operator.api import GROUP
 from tauon_operator.meta import child_name, object_meta
 
@@ -64,7 +66,7 @@ TOKEN_DIR = "/var/run/secrets/tauon.dev/serviceaccount"
 def status_env(api_version: str, plural: str, parent: dict[str, Any]) -> list[dict[str, Any]]:
     m = parent["metadata"]
     return [
-        {"name": "TAUON_STATUS_TARGET",
+        {"name": ENV_STATUS_TARGET,
          "value": f"{api_version}/namespaces/{m['namespace']}/{plural}/{m['name']}"},
-        {"name": "TAUON_SERVICEACCOUNT_DIR", "value": TOKEN_DIR},
+        {"name": ENV_SERVICEACCOUNT_DIR, "value": TOKEN_DIR},
     ]

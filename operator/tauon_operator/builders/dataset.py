@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.config import PrepareConfig
+from tauon_runtime.contract import PERMANENT_EXIT_CODES, PrepareConfig
 
 from tauon_operator.api import API_VERSION, DATASETS, Dataset
 from tauon_operator.builders import access, pod
@@ -14,7 +14,6 @@ from tauon_operator.settings import Settings
 DATA_MOUNT = "/data"
 SOURCE_MOUNT = "/source"
 # Exit codes that retrying cannot fix (runtime: 2 invalid config, 3 rejected) end the Job at once.
-PERMANENT_EXIT_CODES = [2, 3]
 PREPARE_BACKOFF_LIMIT = 2
 
 
@@ -27,9 +26,10 @@ def prepare_job_name(ds: dict[str, Any]) -> str:
 
 
 def run_config(ds: dict[str, Any]) -> str:
-    spec = Dataset.parse(ds).spec.to_dict()
-    source_dir = SOURCE_MOUNT if "pvc" in spec["source"] else None
-    cfg = PrepareConfig.model_validate({**spec, "outputDir": DATA_MOUNT, "sourceDir": source_dir})
+    spec = Dataset.parse(ds).spec
+    cfg = PrepareConfig(source=spec.source, format=spec.format, splits=spec.splits,
+                        preprocessing=spec.preprocessing, output_dir=DATA_MOUNT,
+                        source_dir=SOURCE_MOUNT if spec.source.pvc else None)
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -65,7 +65,7 @@ def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": "prepare",
                                                       "operator": "In",
-                                                      "values": PERMANENT_EXIT_CODES}},
+                                                      "values": list(PERMANENT_EXIT_CODES)}},
             ]},
             "template": {
                 "metadata": {"labels": dict(job_meta["labels"])},

@@ -8,16 +8,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tauon_runtime.config import ServeConfig
+from tauon_runtime.contract import ServeConfig
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL
 
 from tauon_operator.api import ModelDeployment
 from tauon_operator.builders import pod
-from tauon_operator.meta import child_name, object_meta, with_spec_hash
+from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
-MODEL_DIGEST = "tauon.dev/model-digest"
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,9 @@ def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
         model_name=md["metadata"]["name"],
         model_dir=f"{MODEL_MOUNT}/{model.subpath}".rstrip("/"),
         expected_sha256=model.sha256,
-        batching={"max_batch_size": spec.batching.max_batch_size,
-                  "max_latency_ms": spec.batching.max_latency_ms},
-        feedback={"enabled": spec.feedback.enabled,
-                  "path": f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled else None,
-                  "retention_days": spec.feedback.retention_days},
+        batching=spec.batching,
+        feedback=spec.feedback,
+        feedback_path=f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled else None,
     )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
@@ -90,8 +88,8 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
     component = "server-canary" if canary else "server"
     cm_meta = object_meta(md, child_name(name, "config"), component)
     config = pod.config_map(cm_meta, serve_config(md, model))
-    meta = object_meta(md, name, component, {"tauon.dev/track": track})
-    selector = {"tauon.dev/modeldeployment": md["metadata"]["name"], "tauon.dev/track": track}
+    meta = object_meta(md, name, component, {TRACK_LABEL: track})
+    selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
     probe = lambda path, period: {  # noqa: E731
         "httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": 3}
@@ -127,7 +125,7 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
                 "metadata": {
                     "labels": {**meta["labels"], **selector},
                     # A new digest changes the template, and so starts a rollout.
-                    "annotations": {MODEL_DIGEST: model.sha256},
+                    "annotations": {MODEL_DIGEST_ANNOTATION: model.sha256},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,  # inference needs no API access
@@ -161,7 +159,7 @@ def build(md: dict[str, Any], settings: Settings, model: ResolvedModel,
         "metadata": object_meta(md, service_name(md), "server"),
         "spec": {
             # Both tracks answer: traffic splits by their share of ready pods.
-            "selector": {"tauon.dev/modeldeployment": name},
+            "selector": {PARENT_LABEL["ModelDeployment"]: name},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     })

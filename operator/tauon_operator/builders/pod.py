@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tauon_runtime.contract.keys import ENV_TERMINATION_LOG
+
 from tauon_operator.settings import Settings
 
 CONFIG_MOUNT = "/etc/tauon"
@@ -44,7 +46,7 @@ def runtime_container(settings: Settings, name: str, image: str | None, args: li
         "command": ["tauon-runtime"],
         "args": args,
         "env": [
-            {"name": "TAUON_TERMINATION_LOG", "value": TERMINATION_LOG},
+            {"name": ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": "/tmp"},
             *(env or []),

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.config import TrainConfig
+from tauon_runtime.contract import PERMANENT_EXIT_CODES, TrainConfig
+from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_WORKERS
 
 from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob
 from tauon_operator.builders import access, pod
-from tauon_operator.builders.dataset import DATA_MOUNT, PERMANENT_EXIT_CODES, claim_name
-from tauon_operator.meta import child_name, object_meta, with_spec_hash
+from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
+from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 
 OUTPUT_MOUNT = "/output"
@@ -36,8 +37,9 @@ def worker_job_name(tj: dict[str, Any], attempt: int) -> str:
 
 
 def run_config(tj: dict[str, Any]) -> str:
-    spec = TrainingJob.parse(tj).spec.to_dict()
-    cfg = TrainConfig.model_validate({**spec, "datasetDir": DATA_MOUNT, "outputDir": OUTPUT_MOUNT})
+    spec = TrainingJob.parse(tj).spec
+    cfg = TrainConfig(**{f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS},
+                      dataset_dir=DATA_MOUNT, output_dir=OUTPUT_MOUNT)
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -69,8 +71,8 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
 
     config = pod.config_map(object_meta(tj, config_map_name(tj), "trainer"), run_config(tj))
     output = pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)
-    job_meta = object_meta(tj, job_name, "trainer", {"tauon.dev/attempt": str(attempt)})
-    selector = {"tauon.dev/trainingjob": name, "app.kubernetes.io/component": "trainer"}
+    job_meta = object_meta(tj, job_name, "trainer", {ATTEMPT_LABEL: str(attempt)})
+    selector = {PARENT_LABEL["TrainingJob"]: name, "app.kubernetes.io/component": "trainer"}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -86,8 +88,8 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
                                  settings.master_port)
     env = [
         *access.status_env(API_VERSION, TRAININGJOBS, tj),
-        {"name": "TAUON_WORKERS", "value": str(spec.workers)},
-        {"name": "TAUON_ATTEMPT", "value": str(attempt)},
+        {"name": ENV_WORKERS, "value": str(spec.workers)},
+        {"name": ENV_ATTEMPT, "value": str(attempt)},
         {"name": "MASTER_ADDR", "value": master},
         {"name": "MASTER_PORT", "value": str(settings.master_port)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -133,7 +135,7 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
         "suspend": bool(spec.suspend),
         "podFailurePolicy": {"rules": [
             {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
-                                                  "values": PERMANENT_EXIT_CODES}},
+                                                  "values": list(PERMANENT_EXIT_CODES)}},
         ]},
         "template": {"metadata": {"labels": dict(job_meta["labels"])}, "spec": pod_spec},
     }

@@ -4,6 +4,7 @@ checkpoint when a worker fails, and records the exported model."""
 from __future__ import annotations
 
 from pydantic import ValidationError
+from tauon_runtime.contract.keys import ATTEMPT_LABEL
 
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, utcnow
@@ -21,7 +22,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     n = attempt(tj)
     dataset = ctl.store.get("Dataset", namespace, tj["spec"]["datasetRef"]["name"])
     job = ctl.store.get("Job", namespace, build.worker_job_name(tj, n))
-    pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name, "tauon.dev/attempt": str(n)})
+    pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name, ATTEMPT_LABEL: str(n)})
     location = f"pvc://{build.output_claim_name(tj)}/{build.MODEL_SUBDIR}"
     plan = trainingjob_plan(tj, dataset, job, pods, now, location)
 

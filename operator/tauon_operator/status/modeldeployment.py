@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION as MODEL_DIGEST
+
 from tauon_operator import conditions as c
 
-MODEL_DIGEST = "tauon.dev/model-digest"
 
 
 def model_problem(ref: str, tj: dict[str, Any] | None) -> tuple[str, str, bool] | None:

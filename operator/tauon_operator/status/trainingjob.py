@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tauon_runtime.contract.keys import ExitCode
+
 from tauon_operator import conditions as c
 from tauon_operator.status import observe
 
 TERMINAL = ("Succeeded", "Failed")
 WARNINGS = ("Unschedulable", "ImagePullBackOff")  # what a user must act on; not a passing wait
-EXIT_INVALID_CONFIG, EXIT_REJECTED = 2, 3
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,12 @@ def _failed(tj, job, pods, out, plan) -> Plan:
     permanent = None
     if cond.get("reason") == "DeadlineExceeded":
         permanent = ("DeadlineExceeded", f"activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')}s) passed")
-    elif EXIT_REJECTED in codes:
+    elif ExitCode.REJECTED in codes:
         permanent = ("BelowEvaluationGate", result.get("message")
                      or "the model did not reach spec.evaluation.minimum")
         if result.get("metrics"):
             out["metrics"] = {"latest": result["metrics"]}
-    elif EXIT_INVALID_CONFIG in codes:
+    elif ExitCode.INVALID_CONFIG in codes:
         permanent = ("InvalidConfig", result.get("message") or "the runtime rejected its config")
     if permanent:
         return plan("Failed", c.standard(ready=False, reason=permanent[0], message=permanent[1],

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from tauon_runtime.config import PrepareConfig, Splits
+from tauon_runtime.contract import PrepareConfig, Splits
 from tauon_runtime.data import sources
 from tauon_runtime.data.sources import DataError, RawData
 from tauon_runtime.report import Reporter

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tauon_runtime.config import HttpSource, SyntheticSource
+from tauon_runtime.contract import HttpSource, SyntheticSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 

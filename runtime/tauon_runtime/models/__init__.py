@@ -1,6 +1,6 @@
 """The model zoo and exported models (safetensors + model card)."""
 
-from tauon_runtime.config import ARCHITECTURES
+from tauon_runtime.contract import ARCHITECTURES
 from tauon_runtime.models.export import (
     ModelIntegrityError,
     export_model,

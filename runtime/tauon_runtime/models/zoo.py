@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tauon_runtime.config import ARCHITECTURES
+from tauon_runtime.contract import ARCHITECTURES
 
 SMALL_IMAGE = 64  # below this, stems keep full resolution
 
@@ -138,7 +138,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": _mobilenet_v3_small,
     "vgg11": _vgg11,
 }
-assert tuple(_BUILDERS) == ARCHITECTURES, "config.ARCHITECTURES and the zoo disagree"
+assert tuple(_BUILDERS) == ARCHITECTURES, "contract.ARCHITECTURES and the zoo disagree"
 
 # Options arrive from YAML in camelCase; builders take snake_case keyword arguments.
 _OPTION_NAMES = {"smallStem": "small_stem"}

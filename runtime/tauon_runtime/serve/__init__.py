@@ -17,13 +17,12 @@ import logging
 import signal
 import sys
 
+from tauon_runtime.contract.keys import ExitCode
+
 __all__ = ["main", "serve"]
 
 log = logging.getLogger("tauon_runtime.serve")
 
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_MODEL = 3
 
 
 async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: ANN001 (ServeConfig)
@@ -41,7 +40,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
     except (ValueError, OSError) as e:  # e.g. feedback enabled without a path, unwritable volume
         log.error("cannot start: %s", e)
         write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
-        return EXIT_CONFIG
+        return ExitCode.INVALID_CONFIG
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=min(30.0, config.request_timeout_seconds))
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -51,7 +50,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         write_termination_log({"event": "error", "result": "failed", "error": "ListenFailed", "message": str(e)})
         await runner.cleanup()
-        return EXIT_FAILED
+        return ExitCode.FAILED
     log.info("listening on http://%s:%d (not ready until model %s is loaded)", config.host, config.port, config.model_name)
 
     reporter = Reporter()
@@ -76,7 +75,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
         result = reporter.event("error", command="serve", result="failed", error=reason, message=str(e))
         write_termination_log(result)
         await runner.cleanup()
-        return EXIT_MODEL if isinstance(e, ModelIntegrityError) else EXIT_FAILED
+        return ExitCode.REJECTED if isinstance(e, ModelIntegrityError) else ExitCode.FAILED
     served = app[STATE].model
     reporter.event("ready", command="serve", model=config.model_name, sha256=served.digest,
                    architecture=served.architecture, device=str(served.device), port=config.port)
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"tauon-runtime serve: {e}", file=sys.stderr)
         write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
-        return EXIT_CONFIG
+        return ExitCode.INVALID_CONFIG
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         config = config.model_copy(update=overrides)

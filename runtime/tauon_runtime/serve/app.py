@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from tauon_runtime.config import ServeConfig
+from tauon_runtime.contract import ServeConfig
 
 from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
 from .codec import BadInput, decode_image, decode_v2_input, encode_v2_output, parse_array_body
@@ -494,9 +494,9 @@ def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.App
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_observe])
     state = ServeState(config=config)
     if config.feedback.enabled:
-        if not config.feedback.path:
-            raise ValueError("feedback.enabled needs feedback.path (a JSONL file on a volume)")
-        state.feedback = FeedbackStore(config.feedback.path, config.feedback.retention_days)
+        if not config.feedback_path:
+            raise ValueError("feedback.enabled needs feedbackPath (a JSONL file on a volume)")
+        state.feedback = FeedbackStore(config.feedback_path, config.feedback.retention_days)
         state.feedback.open()
     app[STATE] = state
 

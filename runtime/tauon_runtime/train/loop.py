@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tauon_runtime.config import EarlyStopping, TrainConfig
+from tauon_runtime.contract import EarlyStopping, TrainConfig
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
 from tauon_runtime.report import Reporter, StatusReporter
@@ -140,7 +140,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, rep
     num_classes = cfg.model.num_classes or len(data.classes)
     if num_classes != len(data.classes):
         raise ValueError(f"model.numClasses {num_classes} does not match the dataset's {len(data.classes)} classes")
-    model = build_model(cfg.model.architecture, num_classes, c, h, cfg.model.options).to(device)
+    model = build_model(cfg.model.architecture, num_classes, c, h, cfg.model.options or {}).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if cfg.compile else model  # evaluation runs this, outside DDP
@@ -246,7 +246,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, rep
         card = export_model(model, out / "model", {
             "name": cfg.output.model_name or "model",
             "architecture": cfg.model.architecture,
-            "modelOptions": dict(cfg.model.options),
+            "modelOptions": dict(cfg.model.options or {}),
             "numClasses": num_classes,
             "classes": data.classes,
             "inputShape": list(data.shape),

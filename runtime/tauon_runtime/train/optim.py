@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tauon_runtime.config import Hyperparameters
+from tauon_runtime.contract import Hyperparameters
 
 
 def build_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:

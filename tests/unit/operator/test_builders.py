@@ -182,7 +182,7 @@ def test_model_deployment_children():
     assert "$(POD_IP)" in pod["containers"][0]["args"]
     serve = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
     assert serve["expectedSha256"] == "a" * 64
-    assert serve["feedback"]["path"] == "/feedback/feedback.jsonl"
+    assert serve["feedbackPath"] == "/feedback/feedback.jsonl"
     assert kids["Service"][0]["spec"]["selector"] == {"tauon.dev/modeldeployment": "web"}
     assert "HorizontalPodAutoscaler" not in kids
     assert kids["PersistentVolumeClaim"][0]["metadata"]["name"] == "web-feedback"

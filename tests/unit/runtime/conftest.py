@@ -20,6 +20,6 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tauon_runtime.report import Reporter
 
     out = tmp_path_factory.mktemp("digits")
-    prepare(PrepareConfig.model_validate({"source": {"builtin": {}}, "outputDir": str(out)}),
+    prepare(PrepareConfig.model_validate({"source": {"builtin": {"name": "digits"}}, "outputDir": str(out)}),
             Reporter(enabled=False))
     return out

@@ -56,7 +56,7 @@ def test_preparing_twice_gives_the_same_digest(tmp_path: Path, digits_dir: Path)
     assert again["digest"] == first["digest"]
     twice = _prepare(tmp_path / "a", {"builtin": {"name": "digits"}})  # same directory: reused
     assert twice == again and len(list((tmp_path / "a" / "versions").iterdir())) == 1
-    other_split = _prepare(tmp_path / "b", {"builtin": {}}, splits={"train": 0.7, "validation": 0.15,
+    other_split = _prepare(tmp_path / "b", {"builtin": {"name": "digits"}}, splits={"train": 0.7, "validation": 0.15,
                                                                      "test": 0.15, "seed": 1})
     assert other_split["digest"] != first["digest"]
 
@@ -82,7 +82,7 @@ def _image_folder(root: Path, classes=("cat", "dog", "emu"), per_class=6, size=(
 
 def test_pvc_imagefolder_with_resize(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "claim" / "pets", mode="RGB")
-    m = _prepare(tmp_path / "out", {"pvc": {"claimName": "data", "path": "pets"}},
+    m = _prepare(tmp_path / "out", {"pvc": {"claimName": "data", "path": "/pets"}},
                  sourceDir=str(tmp_path / "claim"), preprocessing={"resize": 4})
     assert m["classes"] == ["cat", "dog", "emu"] and m["shape"] == [3, 4, 4]
     assert sum(m["counts"].values()) == 18
@@ -176,7 +176,7 @@ def test_cli_prepare_reports_and_exits_nonzero_on_bad_sha(tmp_path: Path, http_r
     assert json.loads(term.read_text())["error"] == "DataIntegrityError"
     assert not (tmp_path / "o").exists()
 
-    cfg_ok = write_config(tmp_path / "ok.json", {"source": {"builtin": {}}, "outputDir": str(tmp_path / "d")})
+    cfg_ok = write_config(tmp_path / "ok.json", {"source": {"builtin": {"name": "digits"}}, "outputDir": str(tmp_path / "d")})
     proc = run_cli(["prepare", "--config", str(cfg_ok)])
     assert proc.returncode == 0, proc.stderr
     assert events(proc.stdout)[-1]["event"] == "finished" and events(proc.stdout)[-1]["counts"]["test"] == 179

@@ -9,8 +9,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from tauon_runtime.contract import ARCHITECTURES
+
 from tauon_runtime.config import (
-    ARCHITECTURES,
     ConfigError,
     PrepareConfig,
     ServeConfig,
@@ -26,13 +27,13 @@ def test_importing_config_does_not_import_torch() -> None:
 
 
 def test_defaults_and_camel_case_round_trip() -> None:
-    cfg = TrainConfig.model_validate({"datasetDir": "/d", "outputDir": "/o"})
+    cfg = TrainConfig.model_validate({"model": {"architecture": "cnn"}, "datasetDir": "/d", "outputDir": "/o"})
     assert cfg.hyperparameters.batch_size == 64 and cfg.precision == "fp32"
     dumped = cfg.model_dump(by_alias=True)
     assert {"datasetDir", "outputDir", "channelsLast", "dataLoader", "earlyStopping"} <= dumped.keys()
     assert TrainConfig.model_validate(dumped) == cfg
     # populate_by_name: snake_case works too, and models are frozen
-    assert TrainConfig(dataset_dir="/d", output_dir="/o") == cfg
+    assert TrainConfig(model={"architecture": "cnn"}, dataset_dir="/d", output_dir="/o") == cfg
     with pytest.raises(ValidationError):
         cfg.precision = "bf16"  # type: ignore[misc]
 
@@ -44,19 +45,22 @@ def test_serve_config_defaults() -> None:
     assert cfg.max_request_bytes == 8 * 1024 * 1024 and cfg.feedback.enabled is False
 
 
-def test_crd_only_fields_are_ignored() -> None:
-    """The operator may hand over a CRD spec as it is."""
-    spec = {"datasetRef": {"name": "d"}, "workers": 2, "resources": {"gpus": 1},
+def test_cluster_only_fields_are_refused() -> None:
+    """The operator hands over the contract's fields only: anything else is a bug, named."""
+    spec = {"model": {"architecture": "cnn"}, "datasetRef": {"name": "d"}, "workers": 2,
             "datasetDir": "/d", "outputDir": "/o"}
-    assert TrainConfig.model_validate(spec).output_dir == "/o"
+    with pytest.raises(ValidationError, match="datasetRef") as e:
+        TrainConfig.model_validate(spec)
+    assert "workers" in str(e.value)
 
 
 @pytest.mark.parametrize(
     ("kind", "data", "field"),
     [
         (PrepareConfig, {"source": {}, "outputDir": "/o"}, "source"),
-        (PrepareConfig, {"source": {"builtin": {}, "synthetic": {}}, "outputDir": "/o"}, "source"),
-        (PrepareConfig, {"source": {"builtin": {}}, "outputDir": "/o",
+        (PrepareConfig, {"source": {"builtin": {"name": "digits"}, "synthetic": {}}, "outputDir": "/o"},
+         "source"),
+        (PrepareConfig, {"source": {"builtin": {"name": "digits"}}, "outputDir": "/o",
                          "splits": {"train": 0.5, "validation": 0.1, "test": 0.1}}, "splits"),
         (PrepareConfig, {"source": {"http": {"url": "ftp://x", "sha256": "0" * 64}}, "outputDir": "/o"},
          "source.http.url"),

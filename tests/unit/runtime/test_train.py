@@ -166,7 +166,8 @@ def test_bad_config_and_missing_dataset_exit_codes(tmp_path: Path) -> None:
     bad = write_config(tmp_path / "bad.json", {"datasetDir": "/d", "outputDir": "/o", "precision": "fp8"})
     proc = run_cli(["train", "--config", str(bad)])
     assert proc.returncode == 2 and "precision:" in proc.stderr
-    missing = write_config(tmp_path / "m.json", {"datasetDir": str(tmp_path / "none"), "outputDir": str(tmp_path)})
+    missing = write_config(tmp_path / "m.json", {"model": {"architecture": "cnn"}, "datasetDir": str(tmp_path / "none"),
+                                                    "outputDir": str(tmp_path)})
     proc = run_cli(["train", "--config", str(missing)])
     assert proc.returncode == 1 and "not a prepared dataset manifest" in proc.stderr
 

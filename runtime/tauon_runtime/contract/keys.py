@@ -1,0 +1,34 @@
+"""The names both sides must spell the same: exit codes, environment variables, annotations."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """How a runtime process ends. The operator turns 2 and 3 into a permanent failure (the
+    Job's podFailurePolicy fails at once) and retries anything else from the last checkpoint."""
+
+    OK = 0
+    FAILED = 1  # anything unexpected: retried
+    INVALID_CONFIG = 2  # the run config (the spec) cannot work: not retried
+    REJECTED = 3  # train: below evaluation.minimum; serve: weights with another digest
+
+
+PERMANENT_EXIT_CODES: tuple[int, ...] = (int(ExitCode.INVALID_CONFIG), int(ExitCode.REJECTED))
+
+# Environment the operator sets and the runtime reads.
+ENV_CONFIG_PATH = "TAUON_RUN_CONFIG"  # a run-config file (JSON or YAML)
+ENV_CONFIG_JSON = "TAUON_RUN_CONFIG_JSON"  # or the run config inline
+ENV_STATUS_TARGET = "TAUON_STATUS_TARGET"  # <group>/<version>/namespaces/<ns>/<plural>/<name>
+ENV_STATUS_API_URL = "TAUON_STATUS_API_URL"  # overrides KUBERNETES_SERVICE_HOST/PORT
+ENV_SERVICEACCOUNT_DIR = "TAUON_SERVICEACCOUNT_DIR"  # the projected token the runtime reports with
+ENV_TERMINATION_LOG = "TAUON_TERMINATION_LOG"  # the result JSON, read back from the pod status
+ENV_WORKERS = "TAUON_WORKERS"
+ENV_ATTEMPT = "TAUON_ATTEMPT"
+
+# Metadata keys on the objects the operator creates.
+MODEL_DIGEST_ANNOTATION = "tauon.dev/model-digest"  # the sha256 a serving pod must load
+SPEC_HASH_ANNOTATION = "tauon.dev/spec-hash"  # what the operator last wanted a child to be
+ATTEMPT_LABEL = "tauon.dev/attempt"  # which restart of a TrainingJob a worker pod belongs to
+TRACK_LABEL = "tauon.dev/track"  # stable or canary

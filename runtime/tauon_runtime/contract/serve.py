@@ -1,0 +1,50 @@
+"""The ModelDeployment's contract: batching and feedback, and the run config `tauon-runtime
+serve` reads."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import ContractModel, Sha256
+from .train import Device
+
+
+class Batching(ContractModel):
+    """Dynamic batching: requests that arrive together are run as one batch."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch run at once.")
+    max_latency_ms: int = Field(
+        5, ge=0, le=10_000, description="Longest a request waits for others to join its batch."
+    )
+
+
+class Feedback(ContractModel):
+    """Collect user feedback on predictions (`POST /v1/feedback`) for retraining."""
+
+    enabled: bool = Field(False, description="Accept and store feedback.")
+    retention_days: int = Field(30, ge=1, le=3650, description="Days feedback is kept.")
+
+
+class ServeConfig(ContractModel):
+    """What `tauon-runtime serve` reads."""
+
+    model_name: str = Field(min_length=1, description="Name in the v2 protocol's URLs.")
+    model_dir: str = Field(description="Directory with model.safetensors and model.json.")
+    expected_sha256: Sha256 | None = Field(
+        None, description="Refuse to load weights with another sha256 (exit code 3)."
+    )
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Larger bodies get 413.")
+    request_timeout_seconds: float = Field(30, gt=0, description="Per-request timeout.")
+    drain_seconds: float = Field(
+        3, ge=0, le=300, description="After SIGTERM, keep answering (while reporting not ready) "
+        "this long, so Services stop routing here before the listener closes: a rollout drops "
+        "no request.")
+    feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
+    feedback_path: str | None = Field(
+        None, description="Runtime only: the JSONL file feedback is appended to (on a volume)."
+    )
+    device: Device = Field("auto", description="auto picks CUDA when present.")
+    top_k: int = Field(5, ge=1, le=1000, description="Labels returned by /v1/predict.")

@@ -1,0 +1,170 @@
+"""The TrainingJob's contract: the model, the optimisation recipe, checkpoints, early stopping
+and the evaluation gate, and the run config `tauon-runtime train` reads."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, get_args
+
+from pydantic import Field
+
+from .base import DNS_LABEL, ContractModel
+
+Architecture = Literal[
+    "cnn", "lenet", "mlp", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11"
+]
+# The model zoo's names, here so the operator validates without importing torch;
+# tauon_runtime.models checks that its registry matches.
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "cosine", "step", "onecycle"]
+Precision = Literal["fp32", "bf16", "fp16"]
+MonitoredMetric = Literal["accuracy", "loss", "f1"]
+EvaluationMetric = Literal["accuracy", "f1"]
+
+
+class ModelSpec(ContractModel):
+    """The network to train, from the runtime's model zoo."""
+
+    architecture: Architecture = Field(
+        description="Network from the model zoo: `cnn` (the small seed CNN), `lenet`, `mlp`, "
+        "`resnet18`, `resnet34`, `resnet50`, `mobilenet_v3_small` or `vgg11`."
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="Number of output classes. Unset: the number of classes of the Dataset.",
+    )
+    options: dict[str, Any] | None = Field(
+        None,
+        description="Architecture-specific options passed to the model builder as they are "
+        "(e.g. `{pretrained: false, dropout: 0.1}`).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Hyperparameters(ContractModel):
+    """Optimisation settings."""
+
+    epochs: int = Field(10, ge=1, le=10_000, description="Passes over the training split.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="Global batch size: samples per optimizer step across all processes, split "
+        "evenly between them (so it must divide by workers x processesPerWorker).",
+    )
+    optimizer: Optimizer = Field("adamw", description="Optimizer: `sgd`, `adam` or `adamw`.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
+    schedule: Schedule = Field(
+        "cosine",
+        description="Learning-rate schedule, stepped every optimizer step: `constant`, `cosine` "
+        "(to 0 over the run), `step` or `onecycle`.",
+    )
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay (decoupled for adamw).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum; used by `sgd` only.")
+    seed: int = Field(0, ge=0, description="Seed of weights and shuffling, for reproducible runs.")
+
+
+class DataLoaderSpec(ContractModel):
+    """How each process feeds batches to the model."""
+
+    num_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Loader worker processes per training process; 0 loads batches in the "
+        "training process (best for data that fits in memory).",
+    )
+    pin_memory: bool | None = Field(
+        None, description="Pin host memory for faster copies to the GPU. Unset: on with GPUs."
+    )
+
+
+class Checkpoint(ContractModel):
+    """When to save the training state, so a restarted worker resumes instead of starting over."""
+
+    every_epochs: int = Field(1, ge=1, le=10_000, description="Save a checkpoint every N epochs.")
+    every_steps: int | None = Field(
+        None, ge=1, description="Also save every N optimizer steps. Unset: only per epoch."
+    )
+    keep_last: int = Field(3, ge=1, le=100, description="Keep the N most recent checkpoints.")
+
+
+class EarlyStopping(ContractModel):
+    """Stop when the validation metric stops improving."""
+
+    metric: MonitoredMetric = Field(
+        "loss",
+        description="Validation metric to watch: `loss` (lower is better) or `accuracy` "
+        "(higher is better).",
+    )
+    patience: int = Field(
+        3, ge=1, le=10_000, description="Epochs without improvement before training stops."
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="Smallest change of the metric that counts as an improvement."
+    )
+
+
+class Evaluation(ContractModel):
+    """The final evaluation on the test split, and the bar a model must clear to be accepted."""
+
+    metric: EvaluationMetric = Field(
+        "accuracy", description="Test metric the model is accepted on: `accuracy` or `f1` (macro)."
+    )
+    minimum: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The model is published only if the test metric reaches this value; "
+        "otherwise the TrainingJob fails with reason BelowMinimum. 0 accepts any model.",
+    )
+
+
+class Output(ContractModel):
+    """Where the trained model goes."""
+
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Name of the exported model. Unset: the TrainingJob's name. The artifact "
+        "(safetensors weights plus a JSON model card) is recorded in status.model.",
+    )
+
+Device = Literal["auto", "cpu", "cuda"]
+PRECISION_DESCRIPTION = (
+    "Numeric precision: `fp32`, `bf16` (autocast; CPU or GPU) or `fp16` (autocast with loss "
+    "scaling; GPU only)."
+)
+CHANNELS_LAST_DESCRIPTION = "Use the channels_last memory format (faster convolutions on GPU)."
+
+
+
+class TrainConfig(ContractModel):
+    """What `tauon-runtime train` reads: the TrainingJob's spec pieces plus runtime-only paths."""
+
+    model: ModelSpec = Field(description="The network to train.")
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="Epochs, batch size, optimizer and schedule."
+    )
+    precision: Precision = Field("fp32", description=PRECISION_DESCRIPTION)
+    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    channels_last: bool = Field(False, description=CHANNELS_LAST_DESCRIPTION)
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="Checkpointing.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stalls.")
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="Acceptance rule.")
+    output: Output = Field(default_factory=Output, description="The exported model.")
+    data_loader: DataLoaderSpec = Field(default_factory=DataLoaderSpec, description="Input pipeline.")
+    dataset_dir: str = Field(description="Runtime only: a prepared dataset layout.")
+    output_dir: str = Field(description="Runtime only: checkpoints/ and model/ go here.")
+    device: Device = Field("auto", description="Runtime only: auto picks CUDA when present.")
+
+    # The spec fields the operator copies into the run config: the rest of a TrainingJob's spec
+    # (workers, resources, suspend ...) concerns the cluster, not the process.
+    SPEC_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model", "hyperparameters", "precision", "compile", "channels_last",
+        "checkpoint", "early_stopping", "evaluation", "output", "data_loader",
+    )
