@@ -92,11 +92,15 @@ NAMESPACED_REQUESTS: tuple[Request, ...] = tuple(
     + _requests("batch", ["jobs"], ("get", "list", "watch", "create", "patch", "delete"))
     + _requests("apps", ["deployments"], ("get", "list", "watch", "create", "patch", "delete"))
     + _requests("", ["pods"], ("get", "list", "watch"))
-    # Children that are only server-side applied.
-    + _requests("", ["configmaps", "services", "serviceaccounts", "persistentvolumeclaims"],
-                ("create", "patch"))
-    + _requests("autoscaling", ["horizontalpodautoscalers"], ("create", "patch"))
-    + _requests("rbac.authorization.k8s.io", ["roles", "rolebindings"], ("create", "patch"))
+    # Every other child: watched into the cache and server-side applied; the run configs and
+    # the autoscaler are also pruned when the spec no longer wants them.
+    + _requests("", ["services", "serviceaccounts", "persistentvolumeclaims"],
+                ("list", "watch", "create", "patch"))
+    + _requests("", ["configmaps"], ("list", "watch", "create", "patch", "delete"))
+    + _requests("autoscaling", ["horizontalpodautoscalers"],
+                ("list", "watch", "create", "patch", "delete"))
+    + _requests("rbac.authorization.k8s.io", ["roles", "rolebindings"],
+                ("list", "watch", "create", "patch"))
     # kopf posts Events (core v1); it never updates one.
     + _requests("", ["events"], ("create",))
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable
+from datetime import datetime
+from typing import Any
 
-from tauon_operator.api import FAILED, READY, RECONCILING, STALLED, SUCCEEDED
+from tauon_operator.api import FAILED, READY, RECONCILING, STALLED, SUCCEEDED, Condition
 
 
 @dataclass(frozen=True)
@@ -16,23 +18,30 @@ class Cond:
     message: str = ""
 
 
-def merge(previous: Iterable[dict[str, Any]] | None, wanted: Iterable[Cond], generation: int,
-          now: str) -> list[dict[str, Any]]:
+def merge(previous: Iterable[Mapping[str, Any]] | None, wanted: Iterable[Cond], generation: int,
+          now: datetime) -> tuple[Condition, ...]:
+    """The wanted conditions as `metav1.Condition`s; a condition whose status did not change
+    keeps the transition time it had."""
     before = {c["type"]: c for c in previous or ()}
     out = []
     for c in wanted:
         status = "True" if c.status else "False"
         old = before.get(c.type)
-        moved = old is None or old.get("status") != status
-        out.append({
-            "type": c.type,
-            "status": status,
-            "reason": c.reason,
-            "message": c.message[:32768],
-            "lastTransitionTime": now if moved else old.get("lastTransitionTime", now),
-            "observedGeneration": generation,
-        })
-    return out
+        moved = old is None or old.get("status") != status or not old.get("lastTransitionTime")
+        out.append(Condition(
+            type=c.type,
+            status=status,
+            reason=c.reason,
+            message=c.message[:32768],
+            last_transition_time=now if moved else old["lastTransitionTime"],
+            observed_generation=generation,
+        ))
+    return tuple(out)
+
+
+def keep(previous: Iterable[Mapping[str, Any]] | None) -> tuple[Condition, ...]:
+    """Conditions as they are (a finished run's, say), as models."""
+    return tuple(Condition.model_validate(c) for c in previous or ())
 
 
 def standard(*, ready: bool, reason: str, message: str, reconciling: bool = False,

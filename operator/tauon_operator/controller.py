@@ -1,44 +1,79 @@
-"""The shared machinery of every reconcile: the cache, a coalescing work queue, applying
-children without no-op writes, writing status only when it changed, and Events."""
+"""The shared machinery of every reconcile: the cache, a coalescing work queue with per-key
+backoff, and the one reconcile shape every kind follows:
+
+    observe -> plan status -> build children -> apply and prune -> write status -> Events
+
+A kind's handler observes (from the cache) and asks its pure plan and builders for an
+`Outcome`; `Controller.sync` carries it out the same way for every kind. Kind-specific rules
+(a Job that cannot be re-applied once created, the order of a restart) arrive as data in the
+Outcome, never as branches here."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import kopf
 from kubernetes.client.rest import ApiException
+from pydantic import BaseModel
 
 from tauon_operator import conditions
 from tauon_operator.kube import Kube
-from tauon_operator.meta import SPEC_HASH
+from tauon_operator.meta import PARENT_LABEL, SPEC_HASH
 from tauon_operator.metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
 from tauon_operator.settings import Settings
 from tauon_operator.store import Store
 
 log = logging.getLogger("tauon.controller")
 Reconcile = Callable[["Controller", str, str], Awaitable[None]]
-# Children whose current state the watch streams into the cache; the rest are compared with
-# what this process last applied.
-WATCHED = ("Job", "Deployment", "Pod")
+# A child that exists and cannot be re-applied (a Job's template is immutable): given the
+# desired and the current object, the merge patch to send, or None.
+Update = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]
+
+# Every kind the operator creates; the watches stream them all into the cache (handlers/watch.py).
+CHILD_KINDS: dict[str, str] = {
+    "ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1", "ConfigMap": "v1", "Service": "v1",
+    "PersistentVolumeClaim": "v1", "Job": "batch/v1", "Deployment": "apps/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+# Children removed when the spec no longer wants them. Claims are not: their data outlives a
+# spec edit (garbage collection removes them with their parent).
+PRUNABLE = ("Job", "Deployment", "ConfigMap", "HorizontalPodAutoscaler")
 # Apply order: kinds absent here go in the last tier (the workloads).
 TIERS = {"ServiceAccount": 0, "Role": 0, "ConfigMap": 0, "Service": 0,
          "PersistentVolumeClaim": 0, "RoleBinding": 1}
-OWNED_STATUS = ("observedGeneration", "phase", "conditions")
+BACKOFF_BASE, BACKOFF_MAX = 0.5, 300.0
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile of a parent decided: its status, and what to do with its children."""
+
+    status: BaseModel
+    children: list[dict[str, Any]] | None = None  # None: leave the children as they are
+    keep: frozenset[tuple[str, str]] = frozenset()  # (kind, name): not desired now, not pruned
+    updates: Mapping[str, Update] = field(default_factory=dict)  # kind -> in-place update
+    status_first: bool = False  # write status before touching children (a restart's attempt)
+    delete_after_status: tuple[tuple[str, str], ...] = ()  # (kind, name)
+    clear: tuple[str, ...] = ()  # status fields to remove when the new status has none
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
 class Controller:
     """Reconciles run on a fixed pool of workers fed by a de-duplicating FIFO queue (as in
     controller-runtime): a key is never reconciled twice at once, a burst of events for one
-    object folds into one more run, and a thousand new objects each get their turn instead of
-    all interleaving and all finishing late."""
+    object folds into one more run, a failing key backs off exponentially on its own, and a
+    thousand new objects each get their turn instead of all interleaving and finishing late."""
 
     def __init__(self, kube: Kube, settings: Settings, workers: int = 16):
         self.kube = kube
@@ -50,8 +85,8 @@ class Controller:
         self._queued: set[tuple] = set()
         self._processing: set[tuple] = set()
         self._dirty: set[tuple] = set()
+        self._failures: dict[tuple, int] = {}
         self._tasks: list[asyncio.Task] = []
-        self._applied: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ the work queue
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
@@ -77,33 +112,35 @@ class Controller:
             self._queued.discard(key)
             self._processing.add(key)
             try:
-                retry = await self._reconcile_once(*key)
+                ok = await self._reconcile_once(*key)
             finally:
                 self._processing.discard(key)
                 self._queue.task_done()
-            if retry:
-                self.enqueue(*key, delay=retry)
-            elif key in self._dirty:
+            if ok:
+                self._failures.pop(key, None)
+            else:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                self.enqueue(*key, delay=backoff(failures))
+                continue
+            if key in self._dirty:
                 self._dirty.discard(key)
                 self.enqueue(*key)
 
-    async def _reconcile_once(self, kind: str, namespace: str, name: str) -> float:
+    async def _reconcile_once(self, kind: str, namespace: str, name: str) -> bool:
         t0 = time.monotonic()
         try:
             await self.reconcilers[kind](self, namespace, name)
             RECONCILES.labels(kind, "success").inc()
-            return 0.0
+            return True
         except ApiException as e:
             RECONCILES.labels(kind, "error").inc()
             log.warning("reconcile %s %s/%s: API error %s %s: %s", kind, namespace, name,
                         e.status, e.reason, (e.body or b"")[:600])
-            # Conflicts, throttling, a dependency not there yet, server trouble: soon. Else a
-            # rejected request that retrying will not fix quickly: back off.
-            return 5.0 if e.status in (404, 409, 429) or e.status >= 500 else 30.0
+            return False
         except Exception:  # noqa: BLE001 - a bug must not take the operator down
             RECONCILES.labels(kind, "error").inc()
             log.exception("reconcile %s %s/%s failed", kind, namespace, name)
-            return 30.0
+            return False
         finally:
             RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - t0)
 
@@ -112,55 +149,88 @@ class Controller:
         while self._queue is not None and (self._queued or self._processing):
             await asyncio.sleep(0.05)
 
-    # ------------------------------------------------------------------ writing
-    async def ensure(self, children: list[dict[str, Any]]) -> None:
+    # ------------------------------------------------------------------ the reconcile shape
+    async def sync(self, parent: dict[str, Any], outcome: Outcome) -> bool:
+        """Carry out an Outcome: apply and prune the children, write the status, post the
+        Events. Returns whether the status changed."""
+        meta = parent["metadata"]
+        changed = False
+        if outcome.status_first:
+            changed = await self.write_status(parent, outcome.status, outcome.clear)
+        if outcome.children is not None:
+            try:
+                await self.ensure(outcome.children, outcome.updates)
+            except ApiException as e:
+                if e.status != 422:
+                    raise
+                # The API server refuses a child of this spec: retrying cannot help until the
+                # spec changes (a new generation enqueues us again).
+                await self.invalid_spec(parent, _api_message(e))
+                return True
+            await self.prune(parent, outcome.children, outcome.keep)
+        if not outcome.status_first:
+            changed = await self.write_status(parent, outcome.status, outcome.clear)
+        for kind, name in outcome.delete_after_status:
+            if self.store.get(kind, meta["namespace"], name) is not None:
+                await self.delete(CHILD_KINDS[kind], kind, meta["namespace"], name)
+        if changed:
+            for type_, reason, message in outcome.events:
+                self.event(parent, type_, reason, message)
+        return changed
+
+    async def ensure(self, children: list[dict[str, Any]],
+                     updates: Mapping[str, Update] | None = None) -> None:
         """Apply each child whose desired state changed; never write what is already so.
         Objects that depend on nothing go first, together; then what refers to them (a
         RoleBinding needs its Role: the API server checks the grant against it); then the
         workloads that use them all."""
         for tier in range(len(TIERS) + 1):
-            await asyncio.gather(*(self._ensure_one(c) for c in children
+            await asyncio.gather(*(self._ensure_one(c, updates or {}) for c in children
                                    if TIERS.get(c["kind"], len(TIERS)) == tier))
 
-    async def _ensure_one(self, child: dict[str, Any]) -> None:
+    async def _ensure_one(self, child: dict[str, Any], updates: Mapping[str, Update]) -> None:
         meta = child["metadata"]
-        key = (child["kind"], meta["namespace"], meta["name"])
-        want = meta["annotations"][SPEC_HASH]
-        if child["kind"] in WATCHED:
-            current = self.store.get(child["kind"], meta["namespace"], meta["name"])
-            if current is not None and child["kind"] == "Job":
-                await self._sync_suspend(child, current)
-                return  # a Job's template is immutable: an attempt keeps its pods
-            have = ((current or {}).get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
-        else:
-            have = self._applied.get(key)
-        if have == want:
+        current = self.store.get(child["kind"], meta["namespace"], meta["name"])
+        if current is not None and child["kind"] in updates:
+            patch = updates[child["kind"]](child, current)
+            if patch:
+                await self.kube.merge_patch(child["apiVersion"], child["kind"],
+                                            meta["namespace"], meta["name"], patch)
+                API_WRITES.labels("patch", child["kind"]).inc()
             return
-        try:
-            applied = await self.kube.apply(child)
-        except ApiException as e:
-            if child["kind"] == "PersistentVolumeClaim" and e.status == 422:
-                log.warning("claim %s/%s cannot change that way: %s", *key[1:], e.reason)
-                self._applied[key] = want
-                return
-            raise
+        have = ((current or {}).get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
+        if have == meta["annotations"][SPEC_HASH]:
+            return
+        applied = await self.kube.apply(child)
         API_WRITES.labels("apply", child["kind"]).inc()
-        self._applied[key] = want
-        if child["kind"] in WATCHED and applied:
+        if applied:
             self.store.observe(child["kind"], "MODIFIED", applied)  # don't wait for the watch
 
-    async def _sync_suspend(self, desired: dict, current: dict) -> None:
-        want = desired["spec"].get("suspend", False)
-        if bool(current["spec"].get("suspend")) != want:
-            m = current["metadata"]
-            await self.kube.merge_patch("batch/v1", "Job", m["namespace"], m["name"],
-                                        {"spec": {"suspend": want}})
-            API_WRITES.labels("patch", "Job").inc()
+    async def prune(self, parent: dict[str, Any], desired: list[dict[str, Any]],
+                    keep: frozenset[tuple[str, str]] = frozenset()) -> None:
+        """Delete the parent's children that the spec no longer wants (found by the parent's
+        label and owner reference, over the kinds it may drop)."""
+        meta = parent["metadata"]
+        wanted = {(c["kind"], c["metadata"]["name"]) for c in desired} | keep
+        label = {PARENT_LABEL[parent["kind"]]: meta["name"]}
+        for kind in PRUNABLE:
+            for child in self.store.select(kind, meta["namespace"], label):
+                name = child["metadata"]["name"]
+                owned = any(o.get("uid") == meta.get("uid")
+                            for o in child["metadata"].get("ownerReferences") or [])
+                if owned and (kind, name) not in wanted \
+                        and not child["metadata"].get("deletionTimestamp"):
+                    log.info("pruning %s %s/%s: no longer desired", kind, meta["namespace"], name)
+                    await self.delete(CHILD_KINDS[kind], kind, meta["namespace"], name)
 
-    async def write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> bool:
+    # ------------------------------------------------------------------ writing
+    async def write_status(self, obj: dict[str, Any], status: BaseModel,
+                           clear: tuple[str, ...] = ()) -> bool:
         """Merge-patch only the fields that differ; the runtime owns progress and metrics."""
         current = obj.get("status") or {}
-        patch = {k: v for k, v in status.items() if current.get(k) != v}
+        new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        patch: dict[str, Any] = {k: v for k, v in new.items() if current.get(k) != v}
+        patch.update({k: None for k in clear if k not in new and current.get(k) is not None})
         if not patch:
             return False
         m = obj["metadata"]
@@ -171,14 +241,19 @@ class Controller:
             self.store.observe(obj["kind"], "MODIFIED", updated)
         return True
 
-    async def invalid_spec(self, obj: dict[str, Any], message: str, now: str) -> None:
+    async def invalid_spec(self, obj: dict[str, Any], message: str) -> None:
         """A spec the API server let through but the operator cannot build: say so (Stalled,
         an Event), and do not retry it in a loop."""
+        from tauon_operator.api import KINDS
+
         gen = obj["metadata"].get("generation", 1)
-        conds = conditions.standard(ready=False, reason="InvalidSpec", message=message, stalled=True)
-        status = {"observedGeneration": gen, "phase": "Failed",
-                  "conditions": conditions.merge((obj.get("status") or {}).get("conditions"),
-                                                 conds, gen, now)}
+        status_model = next(k for k in KINDS if k.KIND == obj["kind"]).model_fields["status"]
+        conds = conditions.standard(ready=False, reason="InvalidSpec", message=message,
+                                    stalled=True)
+        status = status_model.annotation.model_validate({  # type: ignore[union-attr]
+            "observedGeneration": gen, "phase": "Failed"}).model_copy(update={
+                "conditions": conditions.merge((obj.get("status") or {}).get("conditions"),
+                                               conds, gen, utcnow())})
         if await self.write_status(obj, status):
             self.event(obj, "Warning", "InvalidSpec", message)
 
@@ -188,4 +263,19 @@ class Controller:
 
     @staticmethod
     def event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        kopf.event(obj, type=type_, reason=reason, message=message[:1024])
+        kopf.event(obj, type=type_, reason=str(reason), message=message[:1024])
+
+
+def backoff(failures: int) -> float:
+    """Seconds before retry number `failures` of one key: 0.5, 1, 2, 4 ... at most 5 minutes."""
+    return min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
+
+
+def _api_message(e: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(e.body or b"{}")
+    except (ValueError, TypeError):
+        body = {}
+    return str(body.get("message") or e.reason or "the API server refused a child")[:2000]

@@ -43,7 +43,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Per-object workers go idle quickly: thousands of objects, few events each.
     settings.queueing.idle_timeout = 1.0
     # Only our own children cross the wire: the API server filters, not this process.
-    for resource in (("batch", "jobs"), ("apps", "deployments"), "pods"):
+    for resource in watch.WATCHED_CHILDREN:
         settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 

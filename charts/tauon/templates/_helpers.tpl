@@ -82,17 +82,23 @@ them is needed (remove one and a request the operator makes is denied).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Children that are only applied (server-side apply: create, then patch).
+# Every other child is watched too (drift is seen, pruning finds what is no longer wanted)
+# and server-side applied (create, then patch).
 - apiGroups: [""]
-  resources: ["configmaps", "services", "serviceaccounts", "persistentvolumeclaims"]
-  verbs: ["create", "patch"]
+  resources: ["services", "serviceaccounts", "persistentvolumeclaims"]
+  verbs: ["list", "watch", "create", "patch"]
+# Run configs, and the autoscaler: pruned when the spec drops them (a canary's config, the
+# HPA when spec.autoscaling goes).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The runtime's per-object identity (builders/access.py): a Role and a RoleBinding each.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Events on our resources (kopf posts them; it never updates one).
 - apiGroups: [""]
   resources: ["events"]

@@ -9,6 +9,7 @@ written by several hands (operator, runtime) and must never make a reader crash.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -168,8 +169,9 @@ def observed_generation_field() -> Any:
     )
 
 
-def phase_field(phases: str) -> Any:
-    return Field(None, description=f"A one-word summary for humans: {phases}.")
+def phase_field(phases: type[StrEnum]) -> Any:
+    names = ", ".join(p.value for p in phases)
+    return Field(None, description=f"A one-word summary for humans: {names}.")
 
 
 class ObjectMeta(StatusModel):

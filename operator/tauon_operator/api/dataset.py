@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field
 from tauon_runtime.contract.data import (
     FORMAT_DESCRIPTION,
@@ -67,6 +69,13 @@ class DatasetSpec(ApiModel):
 # --- status --------------------------------------------------------------------------------------
 
 
+class DatasetPhase(StrEnum):
+    PENDING = "Pending"
+    PREPARING = "Preparing"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
 class SplitCounts(StatusModel):
     """Number of samples in each split."""
 
@@ -80,7 +89,7 @@ class DatasetStatus(StatusModel):
     """What the prepare job produced, and the conditions of the Dataset."""
 
     observed_generation: int | None = observed_generation_field()
-    phase: str | None = phase_field("Pending, Preparing, Ready or Failed")
+    phase: DatasetPhase | None = phase_field(DatasetPhase)
     conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled, Succeeded, Failed")
     digest: str | None = Field(
         None,

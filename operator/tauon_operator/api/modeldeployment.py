@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field, model_validator
 from tauon_runtime.contract.serve import Batching, Feedback
 
@@ -160,6 +162,14 @@ class ModelDeploymentSpec(ApiModel):
 # --- status --------------------------------------------------------------------------------------
 
 
+class ModelDeploymentPhase(StrEnum):
+    PENDING = "Pending"  # waiting for the model
+    PROGRESSING = "Progressing"  # rolling out
+    READY = "Ready"  # every replica serves the right digest
+    DEGRADED = "Degraded"  # rolled out before, but replicas fail now
+    FAILED = "Failed"  # cannot serve: no model, or the model is refused
+
+
 class ReplicaCounts(StatusModel):
     """Replicas of the main (non-canary) Deployment."""
 
@@ -180,7 +190,7 @@ class ModelDeploymentStatus(StatusModel):
     """What is being served, where, and the conditions of the ModelDeployment."""
 
     observed_generation: int | None = observed_generation_field()
-    phase: str | None = phase_field("Pending, Progressing, Ready, Degraded or Failed")
+    phase: ModelDeploymentPhase | None = phase_field(ModelDeploymentPhase)
     conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled")
     url: str | None = Field(None, description="In-cluster URL of the inference service.")
     replicas: ReplicaCounts | None = Field(None, description="Desired, ready and updated replicas.")

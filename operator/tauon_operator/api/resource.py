@@ -40,6 +40,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_PARSED: dict[tuple[str, Any, Any], Any] = {}
+_PARSED_MAX = 4096
+
 PHASE = PrinterColumn("Phase", ".status.phase", description="One-word summary of the state.")
 AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
 MESSAGE = PrinterColumn(
@@ -68,6 +71,22 @@ class Resource(StatusModel):
         data = _plain(body)
         data.setdefault("kind", cls.KIND)
         return cls.model_validate(data)
+
+    @classmethod
+    def parse_spec(cls, body: Mapping[str, Any]) -> Any:
+        """The validated spec, parsed once per object version: every builder of one reconcile
+        asks for it, and an object's spec only changes with its resourceVersion. Status is not
+        parsed (the operator reads it as observed data; several hands write it)."""
+        meta = body.get("metadata") or {}
+        key = (cls.KIND, meta.get("uid"), meta.get("resourceVersion"))
+        if None in key[1:]:
+            return cls.parse({k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
+        if (spec := _PARSED.get(key)) is None:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.pop(next(iter(_PARSED)))
+            spec = _PARSED[key] = cls.parse(
+                {k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
+        return spec
 
     @classmethod
     def singular(cls) -> str:
@@ -106,8 +125,11 @@ class TrainingJob(Resource):
         PHASE,
         PrinterColumn("Progress", ".status.progress.percent", "number", "Percent complete."),
         PrinterColumn(
-            "Accuracy", ".status.metrics.latest.accuracy", "number", "Latest evaluated accuracy."
+            "Accuracy", ".status.model.metrics.accuracy", "number",
+            "Test accuracy of the exported model (empty until the run succeeds).",
         ),
+        PrinterColumn("Val-Accuracy", ".status.metrics.latest.accuracy", "number",
+                      "Validation accuracy of the latest epoch.", priority=1),
         AGE,
         PrinterColumn("Dataset", ".spec.datasetRef.name", priority=1, description="The Dataset."),
         PrinterColumn("Model", ".spec.model.architecture", priority=1, description="Architecture."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import Field, model_validator
 from tauon_runtime.contract.train import (
@@ -149,6 +150,35 @@ class TrainingJobSpec(ApiModel):
 # --- status --------------------------------------------------------------------------------------
 
 
+class TrainingJobPhase(StrEnum):
+    PENDING = "Pending"  # waiting for the Dataset, or for the workers to start
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    RESTARTING = "Restarting"  # a worker failed: the group restarts from the latest checkpoint
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class TrainingJobReason(StrEnum):
+    """Condition reasons the operator writes on a TrainingJob."""
+
+    DATASET_NOT_FOUND = "DatasetNotFound"
+    DATASET_FAILED = "DatasetFailed"
+    WAITING_FOR_DATASET = "WaitingForDataset"
+    CREATING = "Creating"
+    STARTING_WORKERS = "StartingWorkers"
+    TRAINING = "Training"
+    SUSPENDED = "Suspended"
+    WORKER_FAILED = "WorkerFailed"
+    SUCCEEDED = "Succeeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    BELOW_EVALUATION_GATE = "BelowEvaluationGate"
+    INVALID_CONFIG = "InvalidConfig"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    SPEC_CHANGE_NOT_APPLIED = "SpecChangeNotApplied"
+
+
 class Progress(StatusModel):
     """How far training has come."""
 
@@ -191,8 +221,8 @@ class TrainingJobStatus(StatusModel):
     """Progress, metrics and the produced model, and the conditions of the TrainingJob."""
 
     observed_generation: int | None = observed_generation_field()
-    phase: str | None = phase_field("Pending, Running, Suspended, Succeeded or Failed")
-    conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled, Succeeded, Failed")
+    phase: TrainingJobPhase | None = phase_field(TrainingJobPhase)
+    conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled, Succeeded, Failed, SpecApplied")
     start_time: datetime | None = Field(None, description="When the first worker started.")
     completion_time: datetime | None = Field(None, description="When the run succeeded.")
     active: int | None = Field(None, ge=0, description="Worker pods running.")

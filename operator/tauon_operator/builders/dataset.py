@@ -26,7 +26,7 @@ def prepare_job_name(ds: dict[str, Any]) -> str:
 
 
 def run_config(ds: dict[str, Any]) -> str:
-    spec = Dataset.parse(ds).spec
+    spec = Dataset.parse_spec(ds)
     cfg = PrepareConfig(source=spec.source, format=spec.format, splits=spec.splits,
                         preprocessing=spec.preprocessing, output_dir=DATA_MOUNT,
                         source_dir=SOURCE_MOUNT if spec.source.pvc else None)
@@ -34,7 +34,7 @@ def run_config(ds: dict[str, Any]) -> str:
 
 
 def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    spec = Dataset.parse(ds).spec
+    spec = Dataset.parse_spec(ds)
     name = ds["metadata"]["name"]
     cm_name = child_name(name, "prepare")
     claim = pod.pvc(object_meta(ds, claim_name(ds), "data"), str(spec.storage.size),

@@ -47,6 +47,10 @@ def deployment_name(md: dict[str, Any], canary: bool = False) -> str:
     return child_name(md["metadata"]["name"], "canary") if canary else md["metadata"]["name"]
 
 
+def config_map_name(md: dict[str, Any], canary: bool = False) -> str:
+    return child_name(deployment_name(md, canary), "config")
+
+
 def feedback_claim_name(md: dict[str, Any]) -> str:
     return child_name(md["metadata"]["name"], "feedback")
 
@@ -68,7 +72,7 @@ def url(md: dict[str, Any], settings: Settings) -> str:
 
 
 def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
-    spec = ModelDeployment.parse(md).spec
+    spec = ModelDeployment.parse_spec(md)
     cfg = ServeConfig(
         model_name=md["metadata"]["name"],
         model_dir=f"{MODEL_MOUNT}/{model.subpath}".rstrip("/"),
@@ -82,11 +86,11 @@ def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
 
 def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, replicas: int | None,
                 track: str) -> list[dict[str, Any]]:
-    spec = ModelDeployment.parse(md).spec
+    spec = ModelDeployment.parse_spec(md)
     canary = track == "canary"
     name = deployment_name(md, canary)
     component = "server-canary" if canary else "server"
-    cm_meta = object_meta(md, child_name(name, "config"), component)
+    cm_meta = object_meta(md, config_map_name(md, canary), component)
     config = pod.config_map(cm_meta, serve_config(md, model))
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
@@ -144,7 +148,7 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
 
 def build(md: dict[str, Any], settings: Settings, model: ResolvedModel,
           canary_model: ResolvedModel | None = None) -> list[dict[str, Any]]:
-    spec = ModelDeployment.parse(md).spec
+    spec = ModelDeployment.parse_spec(md)
     name = md["metadata"]["name"]
     percent = spec.canary.traffic_percent if spec.canary and canary_model else None
     autoscaling = spec.autoscaling

@@ -92,3 +92,22 @@ def compute_resources(cpu: str, memory: str, gpus: int) -> dict[str, Any]:
         limits["nvidia.com/gpu"] = str(gpus)
         requests["nvidia.com/gpu"] = str(gpus)
     return {"requests": requests, "limits": limits}
+
+
+def update_job(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
+    """A Job's pod template is immutable: an attempt keeps its pods. Only suspension follows
+    the spec in place."""
+    want = bool(desired["spec"].get("suspend", False))
+    if bool(current["spec"].get("suspend")) != want:
+        return {"spec": {"suspend": want}}
+    return None
+
+
+def update_claim(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
+    """A claim's spec is immutable once bound (but for growing): created once, then left as
+    it is."""
+    return None
+
+
+# How children that already exist are updated, for the kinds that cannot be re-applied.
+UPDATES = {"Job": update_job, "PersistentVolumeClaim": update_claim}

@@ -37,7 +37,7 @@ def worker_job_name(tj: dict[str, Any], attempt: int) -> str:
 
 
 def run_config(tj: dict[str, Any]) -> str:
-    spec = TrainingJob.parse(tj).spec
+    spec = TrainingJob.parse_spec(tj)
     cfg = TrainConfig(**{f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS},
                       dataset_dir=DATA_MOUNT, output_dir=OUTPUT_MOUNT)
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
@@ -62,8 +62,7 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
           deadline_seconds: int | None = None) -> list[dict[str, Any]]:
     """Every child for attempt `attempt`. `deadline_seconds` is what is left of the run's
     activeDeadlineSeconds, so a restarted group does not get a fresh deadline."""
-    model = TrainingJob.parse(tj)
-    spec = model.spec
+    spec = TrainingJob.parse_spec(tj)
     name = tj["metadata"]["name"]
     svc = service_name(tj)
     job_name = worker_job_name(tj, attempt)
@@ -146,3 +145,4 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
     children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, job]
     return [with_spec_hash(c) for c in children]
+

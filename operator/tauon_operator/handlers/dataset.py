@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from tauon_operator.builders import dataset as build
-from tauon_operator.controller import Controller, utcnow
+from tauon_operator.builders import pod
+from tauon_operator.controller import Controller, Outcome, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.dataset import dataset_status
 
@@ -16,20 +17,19 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     ds = ctl.store.get(KIND, namespace, name)
     if ds is None or ds["metadata"].get("deletionTimestamp"):
         return  # deleted: garbage collection removes the children
-    now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
-        children = build.build(ds, ctl.settings)
-    except (ValidationError, ValueError) as e:
-        await ctl.invalid_spec(ds, str(e), now)
-        return
-    await ctl.ensure(children)
+    # observe
     job = ctl.store.get("Job", namespace, build.prepare_job_name(ds))
     pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name,
                                                "app.kubernetes.io/component": "prepare"})
-    status = dataset_status(ds, build.claim_name(ds), job, pods, now)
-    if await ctl.write_status(ds, status):
-        ready = next(x for x in status["conditions"] if x["type"] == "Ready")
-        if status["phase"] in ("Ready", "Failed"):
-            ctl.event(ds, "Normal" if status["phase"] == "Ready" else "Warning",
-                      ready["reason"], ready["message"])
-
+    # plan status, build
+    status = dataset_status(ds, build.claim_name(ds), job, pods, utcnow())
+    try:
+        children = build.build(ds, ctl.settings)
+    except (ValidationError, ValueError) as e:
+        await ctl.invalid_spec(ds, str(e))
+        return
+    ready = next(x for x in status.conditions if x.type == "Ready")
+    events = [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)
+              ] if status.phase in ("Ready", "Failed") else []
+    await ctl.sync(ds, Outcome(status=status, children=children, updates=pod.UPDATES,
+                               events=events))

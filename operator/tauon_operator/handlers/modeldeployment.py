@@ -8,9 +8,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from tauon_operator.builders import modeldeployment as build
+from tauon_operator.builders import pod
 from tauon_operator.builders.modeldeployment import ResolvedModel
 from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
-from tauon_operator.controller import Controller, utcnow
+from tauon_operator.controller import Controller, Outcome, utcnow
+from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
 
 KIND = "ModelDeployment"
@@ -21,8 +23,8 @@ def resolve(ctl: Controller, namespace: str, source: dict[str, Any]
     """The model a spec.model (or canary.model) points at, or why there is none yet."""
     if ref := (source.get("trainingJobRef") or {}).get("name"):
         tj = ctl.store.get("TrainingJob", namespace, ref)
-        if problem := model_problem(ref, tj):
-            return None, problem
+        if tj is None or (problem := model_problem(ref, tj)):
+            return None, model_problem(ref, tj)
         sha = tj["status"]["model"]["sha256"]
         return ResolvedModel(output_claim_name(tj), MODEL_SUBDIR, sha), None
     try:
@@ -37,37 +39,49 @@ def follows(md: dict[str, Any], trainingjob: str) -> bool:
     return any((r.get("trainingJobRef") or {}).get("name") == trainingjob for r in refs)
 
 
+def canary_children(md: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    """What the canary track consists of, kept while its model cannot be resolved (a missing
+    TrainingJob in the cache is no reason to drop serving capacity)."""
+    name = build.deployment_name(md, canary=True)
+    return frozenset({("Deployment", name), ("ConfigMap", build.config_map_name(md, canary=True))})
+
+
 async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     md = ctl.store.get(KIND, namespace, name)
     if md is None or md["metadata"].get("deletionTimestamp"):
         return
-    now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    # observe
     spec = md["spec"]
     model, problem = resolve(ctl, namespace, spec["model"])
     canary_model = None
     if spec.get("canary"):
         canary_model, _ = resolve(ctl, namespace, spec["canary"]["model"])
     stable_name, canary_name = build.deployment_name(md), build.deployment_name(md, canary=True)
-    if model is not None:
-        try:
-            await ctl.ensure(build.build(md, ctl.settings, model, canary_model))
-        except (ValidationError, ValueError) as e:
-            await ctl.invalid_spec(md, str(e), now)
-            return
-        if canary_model is None and ctl.store.get("Deployment", namespace, canary_name):
-            await ctl.delete("apps/v1", "Deployment", namespace, canary_name)
     stable = ctl.store.get("Deployment", namespace, stable_name)
     canary = ctl.store.get("Deployment", namespace, canary_name) if canary_model else None
+    pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name})
+    # plan status
     percent = spec["canary"]["trafficPercent"] if canary_model else None
-    total = spec.get("replicas") or 1
-    if spec.get("autoscaling"):
+    total = spec.get("replicas")
+    total = 1 if total is None else total
+    if spec.get("autoscaling"):  # the HPA owns the replica count
         total = ((stable or {}).get("spec") or {}).get("replicas") or spec["autoscaling"]["minReplicas"]
     want = build.split_replicas(total, percent)
     status = modeldeployment_status(
         md, build.url(md, ctl.settings), want, model.sha256 if model else None,
-        canary_model.sha256 if canary_model else None, stable, canary, problem, now)
-    if await ctl.write_status(md, status):
-        ready = next(x for x in status["conditions"] if x["type"] == "Ready")
-        if status["phase"] in ("Ready", "Failed", "Degraded"):
-            ctl.event(md, "Normal" if status["phase"] == "Ready" else "Warning",
-                      ready["reason"], ready["message"])
+        canary_model.sha256 if canary_model else None, stable, canary, problem, utcnow(), pods)
+    # build
+    children = None
+    if model is not None:
+        try:
+            children = build.build(md, ctl.settings, model, canary_model)
+        except (ValidationError, ValueError) as e:
+            await ctl.invalid_spec(md, str(e))
+            return
+    ready = next(x for x in status.conditions if x.type == "Ready")
+    events = [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)
+              ] if status.phase in ("Ready", "Failed", "Degraded") else []
+    await ctl.sync(md, Outcome(
+        status=status, children=children, updates={"PersistentVolumeClaim": pod.update_claim},
+        keep=canary_children(md) if spec.get("canary") and canary_model is None else frozenset(),
+        clear=("canary",), events=events))

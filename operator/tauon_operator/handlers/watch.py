@@ -52,19 +52,36 @@ def _child_event(kind: str, type_: str | None, body) -> None:
             controller().enqueue(parent, ns, labels[label])
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def job_event(type, body, **_):  # noqa: A002
-    _child_event("Job", type, body)
+def _watch_children(group: str, version: str, plural: str, kind: str) -> None:
+    """Every kind the operator creates streams into the cache: what exists is compared with
+    what is desired (a child deleted by someone else is recreated), and pruning sees it."""
+
+    async def child_event(type, body, **_):  # noqa: A002 - kopf's argument name
+        _child_event(kind, type, body)
+
+    child_event.__name__ = child_event.__qualname__ = f"{plural}_event"
+    kopf.on.event(group, version, plural, labels=MANAGED, id=f"{plural}-cache")(child_event)
 
 
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(type, body, **_):  # noqa: A002
-    _child_event("Pod", type, body)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_event(type, body, **_):  # noqa: A002
-    _child_event("Deployment", type, body)
+for _group, _version, _plural, _kind in (
+    ("batch", "v1", "jobs", "Job"),
+    ("", "v1", "pods", "Pod"),
+    ("apps", "v1", "deployments", "Deployment"),
+    ("", "v1", "configmaps", "ConfigMap"),
+    ("", "v1", "services", "Service"),
+    ("", "v1", "serviceaccounts", "ServiceAccount"),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+):
+    _watch_children(_group, _version, _plural, _kind)
+# For the API server's own filtering of those watches (main.configure).
+WATCHED_CHILDREN = (("batch", "jobs"), "pods", ("apps", "deployments"), "configmaps", "services",
+                    "serviceaccounts", "persistentvolumeclaims",
+                    ("autoscaling", "horizontalpodautoscalers"),
+                    ("rbac.authorization.k8s.io", "roles"),
+                    ("rbac.authorization.k8s.io", "rolebindings"))
 
 
 RECONCILERS = {

@@ -1,13 +1,16 @@
-"""ModelDeployment status from the model it follows and its Deployments."""
+"""ModelDeployment status from the model it follows, its Deployments and their pods."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION as MODEL_DIGEST
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, ExitCode
 
 from tauon_operator import conditions as c
-
+from tauon_operator.api import CanaryStatus, ModelDeploymentStatus, ReplicaCounts
+from tauon_operator.api.modeldeployment import ModelDeploymentPhase as Phase
+from tauon_operator.status import observe
 
 
 def model_problem(ref: str, tj: dict[str, Any] | None) -> tuple[str, str, bool] | None:
@@ -25,15 +28,29 @@ def model_problem(ref: str, tj: dict[str, Any] | None) -> tuple[str, str, bool] 
     return "WaitingForModel", f"waiting for TrainingJob {ref!r} to export a model", False
 
 
+def refused_model(pods: list[dict[str, Any]]) -> str | None:
+    """The message of a serving pod that refused its model (exit code 3: the weights' digest is
+    not the one asked for); it would restart and refuse again forever."""
+    for p in pods:
+        for cs in p.get("status", {}).get("containerStatuses") or []:
+            for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+                t = state.get("terminated") or {}
+                if t.get("exitCode") == ExitCode.REJECTED:
+                    result = observe.termination_result({"status": {"containerStatuses": [
+                        {"state": {"terminated": t}}]}}) or {}
+                    return result.get("message") or "the serving pod refused the model's weights"
+    return None
+
+
 def _rolled_out(dep: dict[str, Any] | None, want: int, digest: str) -> tuple[bool, int, int]:
     """(complete, ready, updated) of one Deployment against the digest it should serve."""
     if dep is None:
         return want == 0, 0, 0
     st = dep.get("status") or {}
-    template_digest = dep["spec"]["template"]["metadata"].get("annotations", {}).get(MODEL_DIGEST)
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
     ready, updated = st.get("readyReplicas", 0), st.get("updatedReplicas", 0)
     complete = (
-        template_digest == digest
+        annotations.get(MODEL_DIGEST_ANNOTATION) == digest
         and st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 1)
         and updated >= want and st.get("availableReplicas", 0) >= want
         and st.get("replicas", 0) == updated  # no pod of the old model left
@@ -44,44 +61,47 @@ def _rolled_out(dep: dict[str, Any] | None, want: int, digest: str) -> tuple[boo
 def modeldeployment_status(md: dict[str, Any], url: str, want: tuple[int, int],
                            digest: str | None, canary_digest: str | None,
                            stable: dict[str, Any] | None, canary: dict[str, Any] | None,
-                           problem: tuple[str, str, bool] | None, now: str) -> dict[str, Any]:
+                           problem: tuple[str, str, bool] | None, now: datetime,
+                           pods: list[dict[str, Any]] | None = None) -> ModelDeploymentStatus:
     prev = md.get("status") or {}
     gen = md["metadata"].get("generation", 1)
-    out: dict[str, Any] = {"observedGeneration": gen, "url": url}
-    if "modelDigest" in prev:
-        out["modelDigest"] = prev["modelDigest"]
+    found: dict[str, Any] = {"url": url, "model_digest": prev.get("modelDigest")}
 
-    def done(phase: str, conds: list[c.Cond]) -> dict[str, Any]:
-        out["phase"] = phase
-        out["conditions"] = c.merge(prev.get("conditions"), conds, gen, now)
-        return out
+    def done(phase: Phase, conds: list[c.Cond]) -> ModelDeploymentStatus:
+        return ModelDeploymentStatus(observed_generation=gen, phase=phase, **found,
+                                     conditions=c.merge(prev.get("conditions"), conds, gen, now))
 
     if problem is not None:
         reason, message, stalled = problem
-        return done("Failed" if stalled else "Pending",
+        return done(Phase.FAILED if stalled else Phase.PENDING,
                     c.standard(ready=False, reason=reason, message=message,
                                stalled=stalled, reconciling=not stalled))
     complete, ready, updated = _rolled_out(stable, want[0], digest or "")
-    out["replicas"] = {"desired": want[0] + want[1], "ready": ready, "updated": updated}
     if canary_digest:
         c_complete, c_ready, _ = _rolled_out(canary, want[1], canary_digest)
         complete = complete and c_complete
-        out["replicas"]["ready"] += c_ready
         percent = (md["spec"].get("canary") or {}).get("trafficPercent")
-        out["canary"] = {"modelDigest": canary_digest, "readyReplicas": c_ready,
-                         "trafficPercent": percent}
+        found["canary"] = CanaryStatus(model_digest=canary_digest, ready_replicas=c_ready,
+                                       traffic_percent=percent)
+        ready += c_ready
+    found["replicas"] = ReplicaCounts(desired=want[0] + want[1], ready=ready, updated=updated)
+    if refused := refused_model(pods or []):
+        return done(Phase.FAILED, c.standard(ready=False, reason="ModelRefused", message=refused,
+                                             stalled=True))
     for dep in (stable, canary):
         for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
             if cond["type"] == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-                return done("Degraded", c.standard(ready=False, reason="ProgressDeadlineExceeded",
-                                                   message=cond.get("message", ""), stalled=True))
+                return done(Phase.DEGRADED, c.standard(
+                    ready=False, reason="ProgressDeadlineExceeded",
+                    message=cond.get("message", ""), stalled=True))
             if cond["type"] == "ReplicaFailure" and cond.get("status") == "True":
-                return done("Degraded", c.standard(ready=False, reason="ReplicaFailure",
-                                                   message=cond.get("message", ""), reconciling=True))
+                return done(Phase.DEGRADED, c.standard(
+                    ready=False, reason="ReplicaFailure", message=cond.get("message", ""),
+                    reconciling=True))
     if complete:
-        out["modelDigest"] = digest  # only now is every replica serving it
-        return done("Ready", c.standard(ready=True, reason="Serving",
-                                        message=f"{ready} replica(s) serving model {digest[:12]}"))
-    return done("Progressing", c.standard(
+        found["model_digest"] = digest  # only now is every replica serving it
+        return done(Phase.READY, c.standard(
+            ready=True, reason="Serving", message=f"{ready} replica(s) serving model {digest[:12]}"))
+    return done(Phase.PROGRESSING, c.standard(
         ready=False, reason="RollingOut", reconciling=True,
         message=f"{ready}/{want[0] + want[1]} replicas ready with model {(digest or '')[:12]}"))

@@ -9,17 +9,21 @@ from typing import Any
 from tauon_runtime.contract.keys import ExitCode
 
 from tauon_operator import conditions as c
+from tauon_operator.api import ModelArtifact, Progress, TrainingJobStatus
+from tauon_operator.api.trainingjob import TrainingJobPhase as Phase
+from tauon_operator.api.trainingjob import TrainingJobReason as Reason
 from tauon_operator.status import observe
 
-TERMINAL = ("Succeeded", "Failed")
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 WARNINGS = ("Unschedulable", "ImagePullBackOff")  # what a user must act on; not a passing wait
+SPEC_APPLIED = "SpecApplied"
 
 
 @dataclass(frozen=True)
 class Plan:
     """What the reconcile should do: the status to write and the actions to take."""
 
-    status: dict[str, Any]
+    status: TrainingJobStatus
     apply_children: bool = False  # the Dataset is ready: the workers may exist
     restart: bool = False  # replace the failed worker Job with the next attempt
     stop: bool = False  # a terminal state that needs the running Job gone (deadline passed)
@@ -30,15 +34,18 @@ def attempt(tj: dict[str, Any]) -> int:
     return int((tj.get("status") or {}).get("restarts") or 0)
 
 
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def deadline_left(tj: dict[str, Any], now: datetime) -> int | None:
     limit = tj["spec"].get("activeDeadlineSeconds")
-    started = (tj.get("status") or {}).get("startTime")
+    started = _time((tj.get("status") or {}).get("startTime"))
     if limit is None:
         return None
-    if not started:
+    if started is None:
         return int(limit)
-    elapsed = (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
-    return int(limit - elapsed)
+    return int(limit - (now - started).total_seconds())
 
 
 def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
@@ -47,118 +54,154 @@ def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
     prev = tj.get("status") or {}
     spec = tj["spec"]
     gen = tj["metadata"].get("generation", 1)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    base = {k: prev[k] for k in ("startTime", "restarts") if k in prev}
-    out: dict[str, Any] = {"observedGeneration": gen, **base}
+    kept: dict[str, Any] = {"start_time": _time(prev.get("startTime")),
+                            "restarts": prev.get("restarts")}
     job_like = {"succeeded": False, "failed": False}
 
-    def plan(phase: str, conds: list[c.Cond], **kw: Any) -> Plan:
-        out["phase"] = phase
-        out["conditions"] = c.merge(prev.get("conditions"), conds, gen, stamp)
-        return Plan(status=out, **kw)
+    def plan(phase: Phase, conds: list[c.Cond], extra: dict[str, Any] | None = None,
+             **kw: Any) -> Plan:
+        fields = {**kept, **(extra or {})}
+        status = TrainingJobStatus(observed_generation=gen, phase=phase,
+                                   conditions=c.merge(prev.get("conditions"), conds, gen, now),
+                                   **fields)
+        return Plan(status=status, **kw)
 
-    if prev.get("phase") in TERMINAL:  # a finished run stays finished, like a Job
-        out.update({k: prev[k] for k in ("completionTime", "model") if k in prev})
-        return Plan(status={**out, "phase": prev["phase"], "conditions": prev.get("conditions", [])})
+    if prev.get("phase") in TERMINAL:
+        return _finished(tj, prev, gen, now)
 
     ds_name = spec["datasetRef"]["name"]
     if dataset is None:
-        return plan("Pending", c.standard(
-            ready=False, reason="DatasetNotFound", stalled=True,
+        return plan(Phase.PENDING, c.standard(
+            ready=False, reason=Reason.DATASET_NOT_FOUND, stalled=True,
             message=f"Dataset {ds_name!r} does not exist in this namespace", **job_like))
     ds_phase = (dataset.get("status") or {}).get("phase")
     if ds_phase == "Failed":
-        return plan("Pending", c.standard(
-            ready=False, reason="DatasetFailed", stalled=True,
+        return plan(Phase.PENDING, c.standard(
+            ready=False, reason=Reason.DATASET_FAILED, stalled=True,
             message=f"Dataset {ds_name!r} failed to prepare", **job_like))
     if ds_phase != "Ready":
-        return plan("Pending", c.standard(
-            ready=False, reason="WaitingForDataset", reconciling=True,
+        return plan(Phase.PENDING, c.standard(
+            ready=False, reason=Reason.WAITING_FOR_DATASET, reconciling=True,
             message=f"waiting for Dataset {ds_name!r} to be Ready", **job_like))
 
     left = deadline_left(tj, now)
     if left is not None and left <= 0 and observe.job_finished(job) != "Complete":
-        return plan("Failed", c.standard(
-            ready=False, reason="DeadlineExceeded", stalled=True, succeeded=False, failed=True,
-            message=f"activeDeadlineSeconds ({spec['activeDeadlineSeconds']}s) passed"),
-            stop=True, events=[("Warning", "DeadlineExceeded", "the run passed its deadline")])
+        msg = f"activeDeadlineSeconds ({spec['activeDeadlineSeconds']}s) passed"
+        return plan(Phase.FAILED, c.standard(
+            ready=False, reason=Reason.DEADLINE_EXCEEDED, stalled=True, succeeded=False,
+            failed=True, message=msg),
+            stop=True, events=[("Warning", Reason.DEADLINE_EXCEEDED, "the run passed its deadline")])
 
     if job is None:
-        return plan("Pending", c.standard(ready=False, reason="Creating", reconciling=True,
-                                          message="creating the worker pods", **job_like),
+        return plan(Phase.PENDING, c.standard(ready=False, reason=Reason.CREATING, reconciling=True,
+                                              message="creating the worker pods", **job_like),
                     apply_children=True)
 
     st = job.get("status") or {}
-    out.update({"active": st.get("active", 0), "succeeded": st.get("succeeded", 0),
-                "failed": st.get("failed", 0)})
+    counts = {"active": st.get("active", 0), "succeeded": st.get("succeeded", 0),
+              "failed": st.get("failed", 0)}
     finished = observe.job_finished(job)
     if finished == "Complete":
-        result = next((r for p in pods if (r := observe.termination_result(p)) and "model" in r), {})
-        out["completionTime"] = stamp
-        model = prev.get("model") or {}
-        if result.get("model"):
-            model = {**model, **result["model"]}
-        if model:
-            out["model"] = {**model, "location": model_location}
-        acc = (model.get("metrics") or {}).get("accuracy")
-        msg = "training finished" + (f", test accuracy {acc:.4f}" if acc is not None else "")
-        return plan("Succeeded", c.standard(ready=True, reason="Succeeded", message=msg,
-                                            succeeded=True, failed=False),
-                    events=[("Normal", "Succeeded", msg)])
+        return _succeeded(prev, pods, model_location, now, plan, counts)
     if finished == "Failed":
-        return _failed(tj, job, pods, out, plan)
+        return _failed(tj, job, pods, counts, plan)
 
     if spec.get("suspend"):
-        return plan("Suspended", c.standard(ready=False, reason="Suspended", **job_like,
-                                            message="suspended: workers stopped, checkpoints kept"),
-                    apply_children=True)
+        return plan(Phase.SUSPENDED, c.standard(
+            ready=False, reason=Reason.SUSPENDED, **job_like,
+            message="suspended: workers stopped, checkpoints kept"), counts, apply_children=True)
     if problem := observe.scheduling_problem(pods):
-        return plan("Pending", c.standard(ready=False, reason=problem[0], message=problem[1],
-                                          reconciling=True, **job_like),
+        return plan(Phase.PENDING, c.standard(ready=False, reason=problem[0], message=problem[1],
+                                              reconciling=True, **job_like), counts,
                     apply_children=True,
                     events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [])
     running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
-    if running and len(running) >= spec.get("workers", 1):
-        out.setdefault("startTime", stamp)
-        progress = (prev.get("progress") or {})
-        pct = progress.get("percent")
-        msg = f"{len(running)} worker(s) training" + (f", {pct:.0f}%" if pct is not None else "")
-        return plan("Running", c.standard(ready=False, reason="Training", message=msg,
-                                          reconciling=True, **job_like), apply_children=True)
-    return plan("Pending", c.standard(ready=False, reason="StartingWorkers", reconciling=True,
-                                      message=f"{len(running)}/{spec.get('workers', 1)} workers running",
-                                      **job_like), apply_children=True)
+    workers = spec.get("workers", 1)
+    done = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
+    if (running and len(running) >= workers) or (prev.get("phase") == Phase.RUNNING and done):
+        # Workers that exited 0 before their Job says Complete are finishing, not starting:
+        # a phase moves forward only.
+        pct = (prev.get("progress") or {}).get("percent")
+        msg = (f"{len(running)} worker(s) training" if running else "workers finishing") + (
+            f", {pct:.0f}%" if pct is not None else "")
+        return plan(Phase.RUNNING, c.standard(ready=False, reason=Reason.TRAINING, message=msg,
+                                              reconciling=True, **job_like),
+                    {**counts, "start_time": kept["start_time"] or now}, apply_children=True)
+    return plan(Phase.PENDING, c.standard(ready=False, reason=Reason.STARTING_WORKERS,
+                                          reconciling=True, **job_like,
+                                          message=f"{len(running)}/{workers} workers running"),
+                counts, apply_children=True)
 
 
-def _failed(tj, job, pods, out, plan) -> Plan:
+def _finished(tj: dict[str, Any], prev: dict[str, Any], gen: int, now: datetime) -> Plan:
+    """A finished run stays finished, like a Job. A spec edited afterwards is acknowledged
+    truthfully: a condition says the change was not applied, and why."""
+    conds = [x for x in prev.get("conditions") or [] if x.get("type") != SPEC_APPLIED]
+    finished_at = next((x.get("observedGeneration") for x in conds if x.get("type") == "Ready"),
+                       None) or gen
+    kept = c.keep(conds)
+    if gen > finished_at:
+        kept += c.merge(prev.get("conditions"), [c.Cond(
+            SPEC_APPLIED, False, Reason.SPEC_CHANGE_NOT_APPLIED,
+            f"the run finished at generation {finished_at}; a finished TrainingJob does not run "
+            "again: create a new TrainingJob to train with the changed spec")], gen, now)
+    status = TrainingJobStatus.model_validate({
+        **{k: prev[k] for k in ("startTime", "restarts", "completionTime", "model", "active",
+                                "succeeded", "failed") if k in prev},
+        "observedGeneration": gen, "phase": prev["phase"],
+    }).model_copy(update={"conditions": kept})
+    return Plan(status=status)
+
+
+def _succeeded(prev: dict[str, Any], pods: list[dict[str, Any]], location: str, now: datetime,
+               plan: Any, counts: dict[str, Any]) -> Plan:
+    result = next((r for p in pods if (r := observe.termination_result(p)) and "model" in r), {})
+    model = {**(prev.get("model") or {}), **(result.get("model") or {})}
+    artifact = ModelArtifact.model_validate({**model, "location": location}) if model else None
+    acc = artifact.metrics.get("accuracy") if artifact else None
+    msg = "training finished" + (f", test accuracy {acc:.4f}" if acc is not None else "")
+    # An early-stopped run is complete, not at the percent of epochs it ran.
+    progress = Progress.model_validate({**(prev.get("progress") or {}), "percent": 100,
+                                        "etaSeconds": 0})
+    return plan(Phase.SUCCEEDED, c.standard(ready=True, reason=Reason.SUCCEEDED, message=msg,
+                                            succeeded=True, failed=False),
+                {**counts, "completion_time": now, "model": artifact, "progress": progress},
+                events=[("Normal", Reason.SUCCEEDED, msg)])
+
+
+def _failed(tj: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]],
+            counts: dict[str, Any], plan: Any) -> Plan:
     spec = tj["spec"]
     failed = observe.failed_pods(pods)
     codes = observe.exit_codes(failed)
     result = next((r for p in failed if (r := observe.termination_result(p))), {})
     cond = observe.job_condition(job, "Failed") or {}
-    permanent = None
+    permanent, extra = None, dict(counts)
     if cond.get("reason") == "DeadlineExceeded":
-        permanent = ("DeadlineExceeded", f"activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')}s) passed")
+        permanent = (Reason.DEADLINE_EXCEEDED,
+                     f"activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')}s) passed")
     elif ExitCode.REJECTED in codes:
-        permanent = ("BelowEvaluationGate", result.get("message")
+        permanent = (Reason.BELOW_EVALUATION_GATE, result.get("message")
                      or "the model did not reach spec.evaluation.minimum")
         if result.get("metrics"):
-            out["metrics"] = {"latest": result["metrics"]}
+            extra["metrics"] = {"latest": result["metrics"]}
     elif ExitCode.INVALID_CONFIG in codes:
-        permanent = ("InvalidConfig", result.get("message") or "the runtime rejected its config")
+        permanent = (Reason.INVALID_CONFIG, result.get("message") or "the runtime rejected its config")
     if permanent:
-        return plan("Failed", c.standard(ready=False, reason=permanent[0], message=permanent[1],
-                                         stalled=True, succeeded=False, failed=True),
-                    events=[("Warning", permanent[0], permanent[1])])
+        return plan(Phase.FAILED, c.standard(ready=False, reason=permanent[0], message=permanent[1],
+                                             stalled=True, succeeded=False, failed=True),
+                    extra, events=[("Warning", permanent[0], permanent[1])])
     restarts = attempt(tj)
     detail = result.get("message") or cond.get("message") or "a worker failed"
-    if restarts < spec.get("backoffLimit", 0):
-        out["restarts"] = restarts + 1
-        msg = f"restarting the group from the latest checkpoint ({restarts + 1}/{spec.get('backoffLimit')}): {detail}"
-        return plan("Restarting", c.standard(ready=False, reason="WorkerFailed", message=msg,
-                                             reconciling=True, succeeded=False, failed=False),
-                    restart=True, events=[("Warning", "WorkerFailed", msg)])
-    msg = f"failed after {restarts} restart(s), backoffLimit {spec.get('backoffLimit', 0)}: {detail}"
-    return plan("Failed", c.standard(ready=False, reason="BackoffLimitExceeded", message=msg,
-                                     stalled=True, succeeded=False, failed=True),
-                events=[("Warning", "BackoffLimitExceeded", msg)])
+    limit = spec.get("backoffLimit", 0)
+    if restarts < limit:
+        msg = f"restarting the group from the latest checkpoint ({restarts + 1}/{limit}): {detail}"
+        return plan(Phase.RESTARTING, c.standard(ready=False, reason=Reason.WORKER_FAILED,
+                                                 message=msg, reconciling=True, succeeded=False,
+                                                 failed=False),
+                    {**extra, "restarts": restarts + 1}, restart=True,
+                    events=[("Warning", Reason.WORKER_FAILED, msg)])
+    msg = f"failed after {restarts} restart(s), backoffLimit {limit}: {detail}"
+    return plan(Phase.FAILED, c.standard(ready=False, reason=Reason.BACKOFF_LIMIT_EXCEEDED,
+                                         message=msg, stalled=True, succeeded=False, failed=True),
+                extra, events=[("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)])

@@ -118,7 +118,7 @@ class Evaluation(ContractModel):
         ge=0,
         le=1,
         description="The model is published only if the test metric reaches this value; "
-        "otherwise the TrainingJob fails with reason BelowMinimum. 0 accepts any model.",
+        "otherwise the TrainingJob fails with reason BelowEvaluationGate. 0 accepts any model.",
     )
 
 

@@ -16,8 +16,13 @@ NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
 STAMP = "2026-11-29T12:00:00Z"
 
 
-def cond(status: dict, type_: str) -> dict:
-    return next(c for c in status["conditions"] if c["type"] == type_)
+def cond(status, type_: str) -> dict:
+    return next(c for c in dump(status)["conditions"] if c["type"] == type_)
+
+
+def dump(status) -> dict:
+    """The status as the API server stores it (camelCase JSON)."""
+    return status if isinstance(status, dict) else status.to_dict()
 
 
 def job(*conditions: str, active=0, succeeded=0, failed=0, reason=None, suspend=False) -> dict:
@@ -42,12 +47,13 @@ def pod(phase="Running", exit_code=None, message=None, unschedulable=None, waiti
 # ---------------------------------------------------------------- conditions
 
 def test_transition_time_moves_only_when_the_status_does():
-    first = merge(None, [Cond("Ready", False, "A")], 1, "t1")
-    same = merge(first, [Cond("Ready", False, "B", "other reason")], 2, "t2")
-    flipped = merge(same, [Cond("Ready", True, "C")], 2, "t3")
-    assert first[0]["lastTransitionTime"] == same[0]["lastTransitionTime"] == "t1"
+    t1, t2, t3 = (NOW + timedelta(seconds=i) for i in range(3))
+    first = [c.to_dict() for c in merge(None, [Cond("Ready", False, "A")], 1, t1)]
+    same = [c.to_dict() for c in merge(first, [Cond("Ready", False, "B", "other reason")], 2, t2)]
+    flipped = [c.to_dict() for c in merge(same, [Cond("Ready", True, "C")], 2, t3)]
+    assert first[0]["lastTransitionTime"] == same[0]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
     assert same[0]["reason"] == "B" and same[0]["observedGeneration"] == 2
-    assert flipped[0]["lastTransitionTime"] == "t3"
+    assert flipped[0]["lastTransitionTime"] == "2026-11-29T12:00:02Z"
 
 
 # ---------------------------------------------------------------- Dataset
@@ -68,7 +74,7 @@ DS = {"metadata": {"name": "d", "generation": 3}, "spec": {}}
     (job(active=1), [pod("Pending", unschedulable="0/4 nodes")], "Preparing", "False", "Unschedulable"),
 ])
 def test_dataset_status(the_job, pods, phase, ready, reason):
-    s = dataset_status(DS, "d-data", the_job, pods, STAMP)
+    s = dump(dataset_status(DS, "d-data", the_job, pods, NOW))
     assert (s["phase"], cond(s, "Ready")["status"], cond(s, "Ready")["reason"]) == (phase, ready, reason)
     assert s["observedGeneration"] == 3 and s["claimName"] == "d-data"
     if phase == "Ready":
@@ -113,12 +119,12 @@ READY_DS = {"status": {"phase": "Ready"}}
 ])
 def test_trainingjob_plan(the_tj, ds, the_job, pods, phase, reason, apply, restart):
     plan = trainingjob_plan(the_tj, ds, the_job, pods, NOW, "pvc://t-output/model")
-    assert plan.status["phase"] == phase
+    assert dump(plan.status)["phase"] == phase
     if reason:
         assert cond(plan.status, "Ready")["reason"] == reason
     assert (plan.apply_children, plan.restart) == (apply, restart)
     if restart:
-        assert plan.status["restarts"] == 1
+        assert dump(plan.status)["restarts"] == 1
     if phase == "Failed" and reason:
         assert cond(plan.status, "Failed")["status"] == "True"
         assert cond(plan.status, "Stalled")["status"] == "True"
@@ -128,8 +134,8 @@ def test_success_records_the_model_from_the_termination_message():
     result = {"model": {"location": "/output/model", "sha256": "f" * 64, "metrics": {"accuracy": 0.97}}}
     plan = trainingjob_plan(tj(), READY_DS, job("Complete", succeeded=1),
                             [pod("Succeeded", 0, json.dumps(result))], NOW, "pvc://t-output/model")
-    assert plan.status["model"] == {"location": "pvc://t-output/model", "sha256": "f" * 64,
-                                    "metrics": {"accuracy": 0.97}}
+    assert dump(plan.status)["model"] == {"location": "pvc://t-output/model", "sha256": "f" * 64,
+                                          "metrics": {"accuracy": 0.97}}
     assert "0.9700" in cond(plan.status, "Ready")["message"]
 
 
@@ -137,7 +143,7 @@ def test_the_deadline_counts_from_the_first_start():
     started = (NOW - timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
     plan = trainingjob_plan(tj({"startTime": started}, activeDeadlineSeconds=60), READY_DS,
                             job(active=1), [pod()], NOW, "x")
-    assert plan.status["phase"] == "Failed" and plan.stop
+    assert dump(plan.status)["phase"] == "Failed" and plan.stop
     assert cond(plan.status, "Failed")["reason"] == "DeadlineExceeded"
 
 
@@ -172,7 +178,7 @@ MD = {"metadata": {"generation": 1}, "spec": {}, "status": {"modelDigest": "old"
     (None, "Progressing", "old"),
 ])
 def test_modeldeployment_ready_only_when_every_replica_serves_the_digest(dep, phase, digest):
-    s = modeldeployment_status(MD, "http://x", (2, 0), "new", None, dep, None, None, STAMP)
+    s = dump(modeldeployment_status(MD, "http://x", (2, 0), "new", None, dep, None, None, NOW))
     assert s["phase"] == phase
     assert s["modelDigest"] == digest
     assert cond(s, "Ready")["status"] == ("True" if phase == "Ready" else "False")
