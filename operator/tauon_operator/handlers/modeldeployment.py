@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tauon_operator.api import ModelDeployment
 from tauon_operator.builders import modeldeployment as build
 from tauon_operator.builders import pod
 from tauon_operator.builders.modeldeployment import ResolvedModel
@@ -61,11 +62,15 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     canary = ctl.store.get("Deployment", namespace, canary_name) if canary_model else None
     pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name})
     # plan status
-    percent = spec["canary"]["trafficPercent"] if canary_model else None
-    total = spec.get("replicas")
-    total = 1 if total is None else total
-    if spec.get("autoscaling"):  # the HPA owns the replica count
-        total = ((stable or {}).get("spec") or {}).get("replicas") or spec["autoscaling"]["minReplicas"]
+    try:
+        parsed = ModelDeployment.parse_spec(md)
+    except ValidationError as e:
+        await ctl.invalid_spec(md, str(e))
+        return
+    percent = parsed.canary.traffic_percent if parsed.canary and canary_model else None
+    total = parsed.desired_replicas
+    if parsed.autoscaling:  # the HPA owns the replica count
+        total = ((stable or {}).get("spec") or {}).get("replicas") or parsed.autoscaling.min_replicas
     want = build.split_replicas(total, percent)
     status = modeldeployment_status(
         md, build.url(md, ctl.settings), want, model.sha256 if model else None,

@@ -182,3 +182,56 @@ def test_modeldeployment_ready_only_when_every_replica_serves_the_digest(dep, ph
     assert s["phase"] == phase
     assert s["modelDigest"] == digest
     assert cond(s, "Ready")["status"] == ("True" if phase == "Ready" else "False")
+
+
+# ---------------------------------------------------------------- status that tells the truth
+
+def test_the_accuracy_column_is_the_exported_models_test_accuracy():
+    from tauon_operator.api import TrainingJob
+
+    columns = {c.name: c for c in TrainingJob.PRINTER_COLUMNS}
+    assert columns["Accuracy"].json_path == ".status.model.metrics.accuracy"
+    assert "Test" in columns["Accuracy"].description
+    assert columns["Val-Accuracy"].json_path == ".status.metrics.latest.accuracy"
+
+
+def test_an_early_stopped_run_that_succeeded_reads_complete():
+    prev = {"phase": "Running", "progress": {"epoch": 4, "totalEpochs": 100, "percent": 4.0,
+                                             "etaSeconds": 900}}
+    plan = trainingjob_plan(tj(prev), READY_DS, job("Complete", succeeded=1), [pod("Succeeded", 0)],
+                            NOW, "x")
+    progress = dump(plan.status)["progress"]
+    assert (progress["percent"], progress["etaSeconds"], progress["epoch"]) == (100, 0, 4)
+
+
+def test_editing_a_finished_run_says_the_change_is_not_applied():
+    finished = {"phase": "Succeeded", "model": {"sha256": "f" * 64},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                                "message": "", "lastTransitionTime": STAMP, "observedGeneration": 1}]}
+    edited = {**tj(finished), "metadata": {"name": "t", "generation": 2}}
+    s = dump(trainingjob_plan(edited, READY_DS, None, [], NOW, "x").status)
+    assert s["phase"] == "Succeeded" and s["observedGeneration"] == 2
+    applied = cond(s, "SpecApplied")
+    assert (applied["status"], applied["reason"]) == ("False", "SpecChangeNotApplied")
+    assert "generation 1" in applied["message"] and s["model"]["sha256"] == "f" * 64
+    unedited = dump(trainingjob_plan(tj(finished), READY_DS, None, [], NOW, "x").status)
+    assert all(c["type"] != "SpecApplied" for c in unedited["conditions"])
+
+
+def test_a_worker_that_exited_before_its_job_completes_keeps_the_run_running():
+    """Phases move forward only: Running never falls back to Pending/StartingWorkers."""
+    plan = trainingjob_plan(tj({"phase": "Running"}), READY_DS, job(active=0, succeeded=1),
+                            [pod("Succeeded", 0)], NOW, "x")
+    assert dump(plan.status)["phase"] == "Running"
+
+
+def test_a_serving_pod_refusing_its_weights_fails_the_deployment():
+    refused = {"metadata": {"name": "web-1"}, "status": {"containerStatuses": [{
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 3, "message": json.dumps(
+            {"message": "model.safetensors has sha256 ab..., expected cd..."})}}}]}}
+    s = dump(modeldeployment_status(MD, "http://x", (1, 0), "new", None,
+                                    deployment("new", 0, 1, 1), None, None, NOW, [refused]))
+    assert s["phase"] == "Failed"
+    assert (cond(s, "Ready")["reason"], cond(s, "Stalled")["status"]) == ("ModelRefused", "True")
+    assert "expected cd" in cond(s, "Ready")["message"]
