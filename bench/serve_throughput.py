@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,11 +28,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+from localkube.procutil import free_port, terminate, wait_for_url  # noqa: E402
 
 
 def export_untrained(out: Path, architecture: str, channels: int, size: int) -> Path:
@@ -60,22 +56,6 @@ def scrape_batches(text: str) -> tuple[float, float]:
         if m:
             total[m.group(1)] = float(m.group(2))
     return total["sum"], total["count"]
-
-
-async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}")
-            try:
-                async with s.get(f"{base}/v2/health/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("server did not become ready")
 
 
 async def load(base: str, path: str, body: bytes, concurrency: int, requests: int) -> dict[str, float]:
@@ -131,10 +111,10 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
     base = f"http://127.0.0.1:{port}"
     try:
         try:
-            await wait_ready(base, proc)
-        except SystemExit:
+            await asyncio.to_thread(wait_for_url, f"{base}/v2/health/ready", 120, proc)
+        except (ChildProcessError, TimeoutError) as e:
             print(log_path.read_text()[-3000:], file=sys.stderr)
-            raise
+            raise SystemExit(f"the server did not become ready: {e}") from e
         card = json.loads((model_dir / "model.json").read_text())
         c, h, w = card["inputShape"]
         sample = np.random.default_rng(0).integers(0, 256, (c, h, w)).tolist()
@@ -157,11 +137,7 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
                   f"mean batch {stats['batch']:5.1f}  errors {stats['errors']}", flush=True)
         return rows
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate([proc], grace=30, group=False)
 
 
 async def amain(args: argparse.Namespace) -> None:

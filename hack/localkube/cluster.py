@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from localkube import pki
+from localkube.procutil import alive, free_port, http_ok, terminate
 
 HACK = Path(__file__).resolve().parent.parent
 REPO = HACK.parent
@@ -101,12 +98,6 @@ class NodeAgentSpec:
 def gpu_nodes(count: int = 4, gpus: int = 8, prefix: str = "gpu-node") -> list[NodeSpec]:
     """The default fleet: `count` nodes with 8 nvidia.com/gpu, 64 CPU and 512Gi each."""
     return [NodeSpec(name=f"{prefix}-{i}", gpus=gpus) for i in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_binaries() -> Path:
@@ -246,7 +237,7 @@ class Cluster:
             "--quota-backend-bytes=2147483648",
             "--log-level=warn",
         ])
-        self._wait(lambda: _http_ok(f"{etcd_url}/health"), deadline, "etcd /health")
+        self._wait(lambda: http_ok(f"{etcd_url}/health"), deadline, "etcd /health")
 
         p = self.pki
         self._spawn("kube-apiserver", [
@@ -338,7 +329,7 @@ class Cluster:
             return
         pids = json.loads(path.read_text()).get("pids", {})
         for name, pid in reversed(list(pids.items())):
-            _terminate(pid)
+            terminate([pid], grace=10.0)
         self._save(pids={})
         if self._owned_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -433,12 +424,12 @@ class Cluster:
 
     def _check_alive(self) -> None:
         for name, pid in self.info.get("pids", {}).items():
-            if not _alive(pid):
+            if not alive(pid):
                 tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise ClusterError(f"{name} exited early; last log lines:\n{tail}")
 
     def _apiserver_ready(self) -> bool:
-        return _http_ok(f"{self.server}/readyz", self.ssl_context())
+        return http_ok(f"{self.server}/readyz", self.ssl_context())
 
     def _default_service_account(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default",
@@ -467,41 +458,3 @@ def _storage_class() -> dict:
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
     }
-
-
-def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import get_json, wait_for
+from localkube.procutil import terminate
 from operator_rbac import (
     CHART, Request, chart_rbac_kubeconfig, helm, operator_requests, rbac_objects, render,
     service_account,
@@ -247,11 +248,7 @@ def operator_with_chart_rbac(cluster, crds, tmp_path):
     try:
         yield ns, tmp_path / "operator.log"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate([proc], grace=15, group=False)
         log.close()
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from localkube.procutil import free_port  # noqa: F401 - the tests import it from here
 
 RUNTIME_ENV = {
     # One thread per process: runs are reproducible and two processes do not fight over 2 cores.
@@ -16,12 +17,6 @@ RUNTIME_ENV = {
     "GLOO_SOCKET_IFNAME": "lo",
     "PYTHONUNBUFFERED": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

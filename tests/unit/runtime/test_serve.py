@@ -8,7 +8,6 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
+from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.config import ServeConfig
 from tauon_runtime.models import build_model, export_model
 from tauon_runtime.serve import EXIT_MODEL, main
@@ -547,12 +547,6 @@ def test_tampered_weights_refuse_to_load(model_dir, tmp_path):
     assert code == EXIT_MODEL and not seen_ready
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -568,14 +562,11 @@ def test_real_server_process_serves_and_stops_on_sigterm(model_dir, digits, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if http_get(f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200:
-                    break
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.1)
-        else:
+        try:
+            wait_for_url(f"http://127.0.0.1:{port}/v2/health/ready", 60, proc=proc)
+        except ChildProcessError:
+            pytest.fail(proc.stdout.read().decode())
+        except TimeoutError:
             pytest.fail("the server never became ready")
         body = json.dumps({"instances": digits["x_test"][:10].tolist()}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", data=body,
