@@ -41,18 +41,15 @@ What is measured, per phase, from the first create:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import os
 import re
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
-import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -64,7 +61,9 @@ for _p in ("hack", "operator", "runtime"):
         sys.path.insert(0, str(REPO / _p))
 
 from localkube import Cluster, NodeSpec  # noqa: E402
-from localkube.cluster import ClusterError, build_binaries, free_port  # noqa: E402
+from localkube.cluster import ClusterError, build_binaries  # noqa: E402
+from localkube.kubeapi import ApiError, KubeApi  # noqa: E402
+from localkube.procutil import free_port, wait_for_url  # noqa: E402
 
 GROUP_VERSION = "tauon.dev/v1alpha1"
 NS_PREFIX = "bench"
@@ -81,49 +80,17 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------- the API, directly
-class Api:
-    """HTTPS to the API server as admin: one keep-alive connection per thread."""
+def admin_api(cluster: Cluster) -> KubeApi:
+    """The API server as admin: one keep-alive connection per thread, transient errors retried."""
+    return KubeApi(cluster.kubeconfig, keepalive=True, retries=4, timeout=60)
 
-    def __init__(self, cluster: Cluster):
-        u = urllib.parse.urlsplit(cluster.server)
-        self.host, self.port = u.hostname, u.port
-        self.ctx = cluster.ssl_context("admin")
-        self._local = threading.local()
 
-    def connect(self, timeout: float | None = 60) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=timeout)
-
-    def call(self, method: str, path: str, body: dict | None = None,
-             content_type: str = "application/json", raw: bool = False):
-        payload = json.dumps(body).encode() if body is not None else None
-        for attempt in range(5):
-            conn = getattr(self._local, "conn", None) or self.connect()
-            self._local.conn = conn
-            try:
-                conn.request(method, path, body=payload,
-                             headers={"Content-Type": content_type, "Accept": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                self._local.conn = None
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            if resp.status == 429 or resp.status >= 500:
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            if raw:
-                return resp.status, data.decode()
-            return resp.status, (json.loads(data) if data else None)
-        return resp.status, None
-
-    def create(self, path: str, obj: dict) -> dict:
-        status, out = self.call("POST", path, obj)
-        if status not in (200, 201):
-            raise ClusterError(f"POST {path} {obj['metadata']['name']}: {status} {out}")
-        return out
+def get_or_empty(api: KubeApi, path: str, **params) -> dict:
+    """A GET that answers {} where the API server refuses (the object is not there yet)."""
+    try:
+        return api.get(path, **params) or {}
+    except ApiError:
+        return {}
 
 
 def collection(api_version: str, plural: str, namespace: str | None = None) -> str:
@@ -144,59 +111,50 @@ def path_for(obj: dict, namespace: str) -> str:
 class Watch(threading.Thread):
     """list + watch of one collection; calls on_event(type, obj, receipt_time) per event."""
 
-    def __init__(self, api: Api, path: str, on_event):
+    def __init__(self, api: KubeApi, path: str, on_event):
         super().__init__(daemon=True, name=f"watch {path}")
         self.api, self.path, self.on_event = api, path, on_event
         self._stop = threading.Event()
-        self._conn: http.client.HTTPSConnection | None = None
+        self._stream = None
         self.events = 0
 
     def stop(self) -> None:
         self._stop.set()
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if self._stream is not None:
+            self._stream.close()
 
     def run(self) -> None:
         rv = None
         while not self._stop.is_set():
             try:
                 if rv is None:
-                    status, listing = self.api.call("GET", self.path)
-                    if status != 200:
+                    try:
+                        listing = self.api.get(self.path)
+                    except ApiError:
                         time.sleep(1)
                         continue
                     now = time.time()
                     for item in listing.get("items") or []:
                         self.on_event("ADDED", item, now)
                     rv = listing["metadata"]["resourceVersion"]
-                self._conn = conn = self.api.connect(timeout=None)
-                conn.request("GET", f"{self.path}?watch=1&allowWatchBookmarks=true"
-                                    f"&timeoutSeconds=1800&resourceVersion={rv}")
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    resp.read()
+                self._stream = self.api.watch(self.path, {"timeoutSeconds": 1800,
+                                                          "resourceVersion": rv}, timeout=None)
+                try:
+                    for ev in self._stream:
+                        if self._stop.is_set():
+                            break
+                        now = time.time()
+                        obj = ev.get("object") or {}
+                        if ev["type"] == "ERROR":
+                            rv = None  # 410 Gone: list again
+                            break
+                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                        if ev["type"] != "BOOKMARK":
+                            self.events += 1
+                            self.on_event(ev["type"], obj, now)
+                except ApiError:
                     rv = None
                     time.sleep(1)
-                    continue
-                while not self._stop.is_set():
-                    line = resp.readline()
-                    if not line:
-                        break
-                    now = time.time()
-                    ev = json.loads(line)
-                    obj = ev.get("object") or {}
-                    if ev["type"] == "ERROR":
-                        rv = None  # 410 Gone: list again
-                        break
-                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                    if ev["type"] != "BOOKMARK":
-                        self.events += 1
-                        self.on_event(ev["type"], obj, now)
-                conn.close()
             except Exception as e:  # noqa: BLE001 - a watch reconnects, it does not end the run
                 if self._stop.is_set():
                     return
@@ -311,10 +269,11 @@ def metric_sum(samples, name: str, **labels) -> float:
                if n == name and all(lab.get(k) == w for k, w in labels.items()))
 
 
-def operator_flows(api: Api) -> dict[str, float]:
+def operator_flows(api: KubeApi) -> dict[str, float]:
     """The operator's dispatched requests per FlowSchema (one per verb), from the API server."""
-    status, text = api.call("GET", "/metrics", raw=True)
-    if status != 200:
+    try:
+        text = api.get_text("/metrics")
+    except ApiError:
         return {}
     out: dict[str, float] = {}
     total_all = 0.0
@@ -378,10 +337,10 @@ def wait(check, timeout: float, what: str, interval: float = 0.5):
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def create_namespace(api: Api, name: str) -> None:
+def create_namespace(api: KubeApi, name: str) -> None:
     api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                       "metadata": {"name": name}})
-    wait(lambda: api.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
+    wait(lambda: get_or_empty(api, f"/api/v1/namespaces/{name}/serviceaccounts/default"),
          60, f"the default ServiceAccount in {name}")
 
 
@@ -442,33 +401,33 @@ def start_operator(cluster: Cluster, kubeconfig: Path, argv: list[str]) -> tuple
     # Spawned through the cluster, so stopping the cluster stops it too.
     proc = cluster._spawn("tauon-operator", argv, env)
     url = f"http://127.0.0.1:{port}/metrics"
-
-    def up():
-        if proc.poll() is not None:
-            tail = (cluster.logs / "tauon-operator.log").read_text(errors="replace")[-3000:]
-            raise ClusterError(f"the operator exited ({proc.returncode}):\n{tail}")
-        return bool(scrape(url))
-    wait(up, 120, "the operator's /metrics")
+    try:
+        wait_for_url(url, 120, proc=proc, interval=0.5)
+    except ChildProcessError:
+        tail = (cluster.logs / "tauon-operator.log").read_text(errors="replace")[-3000:]
+        raise ClusterError(f"the operator exited ({proc.returncode}):\n{tail}") from None
+    except TimeoutError:
+        raise ClusterError("timed out after 120s waiting for the operator's /metrics") from None
     return proc.pid, url
 
 
-def ready_dataset(cluster: Cluster, api: Api, ns: str) -> float:
+def ready_dataset(cluster: Cluster, api: KubeApi, ns: str) -> float:
     t0 = time.monotonic()
     api.create(collection(GROUP_VERSION, "datasets", ns), {
         "apiVersion": GROUP_VERSION, "kind": "Dataset", "metadata": {"name": "digits"},
         "spec": {"source": {"builtin": {"name": "digits"}}}})
 
     def running_pod():
-        _, pods = api.call("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=tauon.dev/dataset=digits")
-        live = [p["metadata"]["name"] for p in (pods or {}).get("items", [])
+        pods = get_or_empty(api, f"/api/v1/namespaces/{ns}/pods", labelSelector="tauon.dev/dataset=digits")
+        live = [p["metadata"]["name"] for p in pods.get("items", [])
                 if p["status"].get("phase") == "Running"]
         return live[0] if live else None
     pod = wait(running_pod, 180, "the Dataset's prepare pod Running")
     cluster.kubectl("annotate", "pod", pod, "-n", ns, "sim.tauon.dev/exit-code=0")
 
     def ready():
-        _, ds = api.call("GET", collection(GROUP_VERSION, "datasets", ns) + "/digits")
-        return ((ds or {}).get("status") or {}).get("phase") == "Ready"
+        ds = get_or_empty(api, collection(GROUP_VERSION, "datasets", ns) + "/digits")
+        return (ds.get("status") or {}).get("phase") == "Ready"
     wait(ready, 180, "Dataset digits Ready")
     return time.monotonic() - t0
 
@@ -522,7 +481,7 @@ class Phase:
         self.result: dict = {}
 
 
-def run_phase(phase: Phase, cluster: Cluster, api: Api, args, op: dict | None) -> dict:
+def run_phase(phase: Phase, cluster: Cluster, api: KubeApi, args, op: dict | None) -> dict:
     ns, tr, n = phase.ns, phase.tracker, len(phase.names)
     watches = [Watch(api, collection("batch/v1", "jobs", ns), tr.on_job),
                Watch(api, collection("v1", "pods", ns), tr.on_pod)]
@@ -597,30 +556,30 @@ def run_phase(phase: Phase, cluster: Cluster, api: Api, args, op: dict | None) -
 
     # The objects' own timestamps (1 s resolution), from one final listing.
     server_job, server_sched = [], []
-    _, parents = api.call("GET", collection(GROUP_VERSION, "trainingjobs", ns)
-                          if tr.running_from == "TrainingJob" else collection("batch/v1", "jobs", ns))
+    parents = get_or_empty(api, collection(GROUP_VERSION, "trainingjobs", ns)
+                           if tr.running_from == "TrainingJob" else collection("batch/v1", "jobs", ns))
     born = {}
-    for o in (parents or {}).get("items", []):
+    for o in parents.get("items", []):
         unit = o["metadata"]["name"] if tr.running_from == "TrainingJob" else \
             (o["metadata"].get("labels") or {}).get(UNIT_LABEL)
         born[unit] = parse_ts(o["metadata"]["creationTimestamp"])
     if tr.running_from == "TrainingJob":
-        _, jobs = api.call("GET", collection("batch/v1", "jobs", ns))
-        for o in (jobs or {}).get("items", []):
+        jobs = get_or_empty(api, collection("batch/v1", "jobs", ns))
+        for o in jobs.get("items", []):
             unit = (o["metadata"].get("labels") or {}).get(UNIT_LABEL)
             if unit in born:
                 server_job.append(parse_ts(o["metadata"]["creationTimestamp"]) - born[unit])
-    _, pods = api.call("GET", collection("v1", "pods", ns))
-    for o in (pods or {}).get("items", []):
+    pods = get_or_empty(api, collection("v1", "pods", ns))
+    for o in pods.get("items", []):
         unit = (o["metadata"].get("labels") or {}).get(UNIT_LABEL)
         cond = next((x for x in o.get("status", {}).get("conditions") or []
                      if x["type"] == "PodScheduled" and x["status"] == "True"), None)
         if unit in born and cond:
             server_sched.append(parse_ts(cond["lastTransitionTime"]) - born[unit])
 
-    _, events = api.call("GET", f"/api/v1/namespaces/{ns}/events")
+    events = get_or_empty(api, f"/api/v1/namespaces/{ns}/events")
     op_events: dict[str, int] = {}
-    for e in (events or {}).get("items", []):
+    for e in events.get("items", []):
         if e.get("involvedObject", {}).get("kind") in ("TrainingJob", "Dataset"):
             key = f"{e.get('type')} {e.get('reason')}"
             op_events[key] = op_events.get(key, 0) + int(e.get("count") or 1)
@@ -796,7 +755,7 @@ def main() -> int:
     setup = {"start": time.monotonic() - t, "nodes": len(nodes)}
     phases: dict[str, Phase] = {}
     try:
-        api = Api(cluster)
+        api = admin_api(cluster)
         log(f"cluster up in {setup['start']:.0f} s; CRDs, operator identity, operator, Dataset")
         t = time.monotonic()
         install_crds(cluster)
