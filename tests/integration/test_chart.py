@@ -292,3 +292,40 @@ def test_operator_with_only_the_charts_rbac_creates_restricted_pods(cluster, ope
     assert pod_security_rejections(cluster, ns) == []
     text = log.read_text()
     assert "403" not in text and "Forbidden" not in text, text[-8000:]
+
+
+def test_dropping_autoscaling_or_the_canary_prunes_them_with_the_charts_rbac(
+        cluster, operator_with_chart_rbac):
+    """Removing spec.autoscaling removes the HPA (it would otherwise go on overriding replicas);
+    removing spec.canary removes the canary Deployment, its run config and status.canary."""
+    ns, log = operator_with_chart_rbac
+    md = {"apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "web"},
+          "spec": {"model": {"uri": "pvc://models/m.safetensors", "sha256": "a" * 64},
+                   "autoscaling": {"minReplicas": 2, "maxReplicas": 3},
+                   "canary": {"model": {"uri": "pvc://models/c.safetensors", "sha256": "b" * 64},
+                              "trafficPercent": 50}}}
+    names = lambda kinds: set(cluster.kubectl(  # noqa: E731
+        "get", kinds, "-n", ns, "-l", "tauon.dev/modeldeployment=web", "-o", "name").stdout.split())
+    try:
+        cluster.apply(md, namespace=ns)
+        wait_for(lambda: {"horizontalpodautoscaler.autoscaling/web", "deployment.apps/web-canary",
+                          "configmap/web-canary-config"} <= names("hpa,deployments,configmaps"),
+                 timeout=60, what="the HPA and the canary")
+        wait_for(lambda: (get_json(cluster, "modeldeployments.tauon.dev", "web", "-n", ns)
+                          .get("status") or {}).get("canary"), timeout=30, what="status.canary")
+        spec = {k: v for k, v in md["spec"].items() if k not in ("autoscaling", "canary")}
+        cluster.apply({**md, "spec": {**spec, "replicas": 1}}, namespace=ns)
+        wait_for(lambda: not names("hpa,deployments,configmaps") & {
+            "horizontalpodautoscaler.autoscaling/web", "deployment.apps/web-canary",
+            "configmap/web-canary-config"}, timeout=10, what="the HPA and the canary pruned")
+        assert {"deployment.apps/web", "configmap/web-config"} <= names("deployments,configmaps")
+        wait_for(lambda: "canary" not in (get_json(cluster, "modeldeployments.tauon.dev", "web",
+                                                   "-n", ns).get("status") or {}),
+                 timeout=10, what="status.canary cleared")
+        replicas = get_json(cluster, "deployments", "web", "-n", ns)["spec"]["replicas"]
+        assert replicas == 1  # the operator owns replicas again, not a departed HPA
+    except BaseException:
+        print(log.read_text()[-8000:])
+        raise
+    text = log.read_text()
+    assert "403" not in text and "Forbidden" not in text, text[-8000:]

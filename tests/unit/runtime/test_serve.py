@@ -24,7 +24,8 @@ from PIL import Image
 from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.config import ServeConfig
 from tauon_runtime.models import build_model, export_model
-from tauon_runtime.serve import EXIT_MODEL, main
+from tauon_runtime.contract.keys import ExitCode
+from tauon_runtime.serve import main
 from tauon_runtime.serve.app import create_app
 from tauon_runtime.serve.model import ServedModel
 
@@ -441,7 +442,7 @@ def test_bodies_without_a_json_content_type_are_sniffed(model_dir, served, digit
 
 def test_feedback_lands_in_the_jsonl_file(model_dir, served, digits, tmp_path, card):
     path = tmp_path / "feedback" / "feedback.jsonl"
-    cfg = config(model_dir, feedback={"enabled": True, "path": str(path)})
+    cfg = config(model_dir, feedback={"enabled": True}, feedbackPath=str(path))
     x = digits["x_test"]
 
     async def go():
@@ -518,7 +519,7 @@ def test_sha256_mismatch_refuses_to_load(model_dir, tmp_path, caplog, monkeypatc
     cfg = tmp_path / "serve.json"
     cfg.write_text(json.dumps({"modelName": MODEL, "modelDir": str(model_dir), "device": "cpu",
                                "host": "127.0.0.1", "port": free_port(), "expectedSha256": "0" * 64}))
-    assert main(["--config", str(cfg)]) == EXIT_MODEL
+    assert main(["--config", str(cfg)]) == ExitCode.REJECTED
     assert "refusing to serve" in caplog.text and "0" * 64 in caplog.text
     assert json.loads(term.read_text())["error"] == "ModelIntegrity"
 
@@ -544,7 +545,7 @@ def test_tampered_weights_refuse_to_load(model_dir, tmp_path):
         return await task, seen_ready
 
     code, seen_ready = run(go())
-    assert code == EXIT_MODEL and not seen_ready
+    assert code == ExitCode.REJECTED and not seen_ready
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
