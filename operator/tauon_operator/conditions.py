@@ -18,8 +18,12 @@ class Cond:
     message: str = ""
 
 
-def merge(previous: Iterable[Mapping[str, Any]] | None, wanted: Iterable[Cond], generation: int,
-          now: datetime) -> tuple[Condition, ...]:
+def merge(
+    previous: Iterable[Mapping[str, Any]] | None,
+    wanted: Iterable[Cond],
+    generation: int,
+    now: datetime,
+) -> tuple[Condition, ...]:
     """The wanted conditions as `metav1.Condition`s; a condition whose status did not change
     keeps the transition time it had."""
     before = {c["type"]: c for c in previous or ()}
@@ -28,14 +32,17 @@ def merge(previous: Iterable[Mapping[str, Any]] | None, wanted: Iterable[Cond], 
         status = "True" if c.status else "False"
         old = before.get(c.type)
         moved = old is None or old.get("status") != status or not old.get("lastTransitionTime")
-        out.append(Condition(
-            type=c.type,
-            status=status,
-            reason=c.reason,
-            message=c.message[:32768],
-            last_transition_time=now if moved else old["lastTransitionTime"],
-            observed_generation=generation,
-        ))
+        since = now if moved or old is None else old["lastTransitionTime"]
+        out.append(
+            Condition(
+                type=c.type,
+                status=status,
+                reason=c.reason,
+                message=c.message[:32768],
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
     return tuple(out)
 
 
@@ -44,20 +51,38 @@ def keep(previous: Iterable[Mapping[str, Any]] | None) -> tuple[Condition, ...]:
     return tuple(Condition.model_validate(c) for c in previous or ())
 
 
-def standard(*, ready: bool, reason: str, message: str, reconciling: bool = False,
-             stalled: bool = False, succeeded: bool | None = None,
-             failed: bool | None = None) -> list[Cond]:
+def standard(
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    reconciling: bool = False,
+    stalled: bool = False,
+    succeeded: bool | None = None,
+    failed: bool | None = None,
+) -> list[Cond]:
     """The kstatus trio (Ready, Reconciling, Stalled), plus Succeeded/Failed on job-like kinds."""
     conds = [
         Cond(READY, ready, reason, message),
-        Cond(RECONCILING, reconciling, reason if reconciling else "Idle",
-             message if reconciling else ""),
+        Cond(
+            RECONCILING,
+            reconciling,
+            reason if reconciling else "Idle",
+            message if reconciling else "",
+        ),
         Cond(STALLED, stalled, reason if stalled else "Progressing", message if stalled else ""),
     ]
     if succeeded is not None:
-        conds.append(Cond(SUCCEEDED, succeeded, reason if succeeded else "NotSucceeded",
-                          message if succeeded else ""))
+        conds.append(
+            Cond(
+                SUCCEEDED,
+                succeeded,
+                reason if succeeded else "NotSucceeded",
+                message if succeeded else "",
+            )
+        )
     if failed is not None:
-        conds.append(Cond(FAILED, failed, reason if failed else "NotFailed",
-                          message if failed else ""))
+        conds.append(
+            Cond(FAILED, failed, reason if failed else "NotFailed", message if failed else "")
+        )
     return conds

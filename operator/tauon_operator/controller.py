@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from tauon_operator import conditions
+from tauon_operator.api import KINDS
 from tauon_operator.kube import Kube
 from tauon_operator.meta import PARENT_LABEL, SPEC_HASH
 from tauon_operator.metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
@@ -30,6 +31,7 @@ from tauon_operator.settings import Settings
 from tauon_operator.store import Store
 
 log = logging.getLogger("tauon.controller")
+Key = tuple[str, str, str]  # (kind, namespace, name)
 Reconcile = Callable[["Controller", str, str], Awaitable[None]]
 # A child that exists and cannot be re-applied (a Job's template is immutable): given the
 # desired and the current object, the merge patch to send, or None.
@@ -37,22 +39,34 @@ Update = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]
 
 # Every kind the operator creates; the watches stream them all into the cache (handlers/watch.py).
 CHILD_KINDS: dict[str, str] = {
-    "ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1",
-    "RoleBinding": "rbac.authorization.k8s.io/v1", "ConfigMap": "v1", "Service": "v1",
-    "PersistentVolumeClaim": "v1", "Job": "batch/v1", "Deployment": "apps/v1",
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
+    "ConfigMap": "v1",
+    "Service": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Job": "batch/v1",
+    "Deployment": "apps/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
 }
 # Children removed when the spec no longer wants them. Claims are not: their data outlives a
 # spec edit (garbage collection removes them with their parent).
 PRUNABLE = ("Job", "Deployment", "ConfigMap", "HorizontalPodAutoscaler")
 # Apply order: kinds absent here go in the last tier (the workloads).
-TIERS = {"ServiceAccount": 0, "Role": 0, "ConfigMap": 0, "Service": 0,
-         "PersistentVolumeClaim": 0, "RoleBinding": 1}
+TIERS = {
+    "ServiceAccount": 0,
+    "Role": 0,
+    "ConfigMap": 0,
+    "Service": 0,
+    "PersistentVolumeClaim": 0,
+    "RoleBinding": 1,
+}
 BACKOFF_BASE, BACKOFF_MAX = 0.5, 300.0
+STATUS_MODELS: dict[str, Any] = {k.KIND: k.model_fields["status"].annotation for k in KINDS}
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -81,17 +95,17 @@ class Controller:
         self.store = Store()
         self.reconcilers: dict[str, Reconcile] = {}
         self.workers = workers
-        self._queue: asyncio.Queue[tuple] | None = None
-        self._queued: set[tuple] = set()
-        self._processing: set[tuple] = set()
-        self._dirty: set[tuple] = set()
-        self._failures: dict[tuple, int] = {}
+        self._queue: asyncio.Queue[Key] | None = None
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ the work queue
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         """Reconcile soon; triggers that arrive while one runs fold into one more run."""
-        key = (kind, namespace, name)
+        key: Key = (kind, namespace, name)
         loop = asyncio.get_running_loop()
         if delay:
             loop.call_later(delay, self.enqueue, kind, namespace, name)
@@ -134,10 +148,17 @@ class Controller:
             return True
         except ApiException as e:
             RECONCILES.labels(kind, "error").inc()
-            log.warning("reconcile %s %s/%s: API error %s %s: %s", kind, namespace, name,
-                        e.status, e.reason, (e.body or b"")[:600])
+            log.warning(
+                "reconcile %s %s/%s: API error %s %s: %s",
+                kind,
+                namespace,
+                name,
+                e.status,
+                e.reason,
+                (e.body or b"")[:600],
+            )
             return False
-        except Exception:  # noqa: BLE001 - a bug must not take the operator down
+        except Exception:
             RECONCILES.labels(kind, "error").inc()
             log.exception("reconcile %s %s/%s failed", kind, namespace, name)
             return False
@@ -178,15 +199,21 @@ class Controller:
                 self.event(parent, type_, reason, message)
         return changed
 
-    async def ensure(self, children: list[dict[str, Any]],
-                     updates: Mapping[str, Update] | None = None) -> None:
+    async def ensure(
+        self, children: list[dict[str, Any]], updates: Mapping[str, Update] | None = None
+    ) -> None:
         """Apply each child whose desired state changed; never write what is already so.
         Objects that depend on nothing go first, together; then what refers to them (a
         RoleBinding needs its Role: the API server checks the grant against it); then the
         workloads that use them all."""
         for tier in range(len(TIERS) + 1):
-            await asyncio.gather(*(self._ensure_one(c, updates or {}) for c in children
-                                   if TIERS.get(c["kind"], len(TIERS)) == tier))
+            await asyncio.gather(
+                *(
+                    self._ensure_one(c, updates or {})
+                    for c in children
+                    if TIERS.get(c["kind"], len(TIERS)) == tier
+                )
+            )
 
     async def _ensure_one(self, child: dict[str, Any], updates: Mapping[str, Update]) -> None:
         meta = child["metadata"]
@@ -194,8 +221,9 @@ class Controller:
         if current is not None and child["kind"] in updates:
             patch = updates[child["kind"]](child, current)
             if patch:
-                await self.kube.merge_patch(child["apiVersion"], child["kind"],
-                                            meta["namespace"], meta["name"], patch)
+                await self.kube.merge_patch(
+                    child["apiVersion"], child["kind"], meta["namespace"], meta["name"], patch
+                )
                 API_WRITES.labels("patch", child["kind"]).inc()
             return
         have = ((current or {}).get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
@@ -206,8 +234,12 @@ class Controller:
         if applied:
             self.store.observe(child["kind"], "MODIFIED", applied)  # don't wait for the watch
 
-    async def prune(self, parent: dict[str, Any], desired: list[dict[str, Any]],
-                    keep: frozenset[tuple[str, str]] = frozenset()) -> None:
+    async def prune(
+        self,
+        parent: dict[str, Any],
+        desired: list[dict[str, Any]],
+        keep: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         """Delete the parent's children that the spec no longer wants (found by the parent's
         label and owner reference, over the kinds it may drop)."""
         meta = parent["metadata"]
@@ -216,16 +248,22 @@ class Controller:
         for kind in PRUNABLE:
             for child in self.store.select(kind, meta["namespace"], label):
                 name = child["metadata"]["name"]
-                owned = any(o.get("uid") == meta.get("uid")
-                            for o in child["metadata"].get("ownerReferences") or [])
-                if owned and (kind, name) not in wanted \
-                        and not child["metadata"].get("deletionTimestamp"):
+                owned = any(
+                    o.get("uid") == meta.get("uid")
+                    for o in child["metadata"].get("ownerReferences") or []
+                )
+                if (
+                    owned
+                    and (kind, name) not in wanted
+                    and not child["metadata"].get("deletionTimestamp")
+                ):
                     log.info("pruning %s %s/%s: no longer desired", kind, meta["namespace"], name)
                     await self.delete(CHILD_KINDS[kind], kind, meta["namespace"], name)
 
     # ------------------------------------------------------------------ writing
-    async def write_status(self, obj: dict[str, Any], status: BaseModel,
-                           clear: tuple[str, ...] = ()) -> bool:
+    async def write_status(
+        self, obj: dict[str, Any], status: BaseModel, clear: tuple[str, ...] = ()
+    ) -> bool:
         """Merge-patch only the fields that differ; the runtime owns progress and metrics."""
         current = obj.get("status") or {}
         new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -234,8 +272,9 @@ class Controller:
         if not patch:
             return False
         m = obj["metadata"]
-        updated = await self.kube.patch_status(obj["apiVersion"], obj["kind"], m["namespace"],
-                                               m["name"], patch)
+        updated = await self.kube.patch_status(
+            obj["apiVersion"], obj["kind"], m["namespace"], m["name"], patch
+        )
         API_WRITES.labels("status", obj["kind"]).inc()
         if updated:  # the next reconcile compares against what we wrote, not a stale copy
             self.store.observe(obj["kind"], "MODIFIED", updated)
@@ -244,16 +283,16 @@ class Controller:
     async def invalid_spec(self, obj: dict[str, Any], message: str) -> None:
         """A spec the API server let through but the operator cannot build: say so (Stalled,
         an Event), and do not retry it in a loop."""
-        from tauon_operator.api import KINDS
-
         gen = obj["metadata"].get("generation", 1)
-        status_model = next(k for k in KINDS if k.KIND == obj["kind"]).model_fields["status"]
-        conds = conditions.standard(ready=False, reason="InvalidSpec", message=message,
-                                    stalled=True)
-        status = status_model.annotation.model_validate({  # type: ignore[union-attr]
-            "observedGeneration": gen, "phase": "Failed"}).model_copy(update={
-                "conditions": conditions.merge((obj.get("status") or {}).get("conditions"),
-                                               conds, gen, utcnow())})
+        conds = conditions.standard(
+            ready=False, reason="InvalidSpec", message=message, stalled=True
+        )
+        previous = (obj.get("status") or {}).get("conditions")
+        status = STATUS_MODELS[obj["kind"]](
+            observed_generation=gen,
+            phase="Failed",
+            conditions=conditions.merge(previous, conds, gen, utcnow()),
+        )
         if await self.write_status(obj, status):
             self.event(obj, "Warning", "InvalidSpec", message)
 
@@ -263,7 +302,12 @@ class Controller:
 
     @staticmethod
     def event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        kopf.event(obj, type=type_, reason=str(reason), message=message[:1024])
+        kopf.event(
+            obj,  # type: ignore[arg-type] # a plain dict is a body to kopf
+            type=type_,
+            reason=str(reason),
+            message=message[:1024],
+        )
 
 
 def backoff(failures: int) -> float:

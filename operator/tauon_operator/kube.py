@@ -34,8 +34,13 @@ PLURALS: dict[tuple[str, str], str] = {
 }
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None,
-         subresource: str | None = None) -> str:
+def path(
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     p = f"{prefix}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
     if name:
@@ -52,36 +57,48 @@ class Kube:
         self.api = api or client.ApiClient()
 
     @classmethod
-    def from_environment(cls, pool: int = 16) -> "Kube":
+    def from_environment(cls, pool: int = 16) -> Kube:
         """In a pod, its service account; else KUBECONFIG. `pool` connections, one per worker."""
         cfg = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=cfg)
         except config.ConfigException:
             # Read KUBECONFIG now: the client's default was frozen when it was imported.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
-                                    client_configuration=cfg)
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
+            )
         cfg.connection_pool_maxsize = pool
         return cls(client.ApiClient(cfg))
 
-    async def _call(self, method: str, resource_path: str, body: Any = None,
-                    content_type: str = "application/json", query: list | None = None) -> Any:
-        return await asyncio.to_thread(self._call_sync, method, resource_path, body,
-                                       content_type, query or [])
+    async def _call(
+        self,
+        method: str,
+        resource_path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list | None = None,
+    ) -> Any:
+        return await asyncio.to_thread(
+            self._call_sync, method, resource_path, body, content_type, query or []
+        )
 
-    def _call_sync(self, method: str, resource_path: str, body: Any, content_type: str,
-                   query: list) -> Any:
+    def _call_sync(
+        self, method: str, resource_path: str, body: Any, content_type: str, query: list
+    ) -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method, url, headers, payload, _ = self.api.param_serialize(
-            method=method, resource_path=resource_path, query_params=query,
+            method=method,
+            resource_path=resource_path,
+            query_params=query,
             # The client JSON-encodes bodies of JSON content types itself; an apply patch
             # (YAML content type) goes as text, and JSON is valid YAML.
             header_params=headers,
             body=body if "json" in content_type or body is None else json.dumps(body),
             auth_settings=["BearerToken"],
         )
-        resp = self.api.call_api(method, url, header_params=headers, body=payload,
-                                 _request_timeout=30)
+        resp = self.api.call_api(
+            method, url, header_params=headers, body=payload, _request_timeout=30
+        )
         resp.read()
         if resp.status >= 400:
             err = ApiException(status=resp.status, reason=resp.reason)
@@ -101,23 +118,33 @@ class Kube:
         """Server-side apply with our field manager; we own what we set."""
         meta = obj["metadata"]
         return await self._call(
-            "PATCH", path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-            body=obj, content_type="application/apply-patch+yaml",
+            "PATCH",
+            path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+            body=obj,
+            content_type="application/apply-patch+yaml",
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
-    async def merge_patch(self, api_version: str, kind: str, namespace: str, name: str,
-                          patch: dict) -> dict:
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict
+    ) -> dict:
         """A JSON merge patch of the object (for the few fields we change in place)."""
-        return await self._call("PATCH", path(api_version, kind, namespace, name), body=patch,
-                                content_type="application/merge-patch+json")
+        return await self._call(
+            "PATCH",
+            path(api_version, kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
 
-    async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
-                           status: dict) -> dict | None:
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict
+    ) -> dict | None:
         try:
             return await self._call(
-                "PATCH", path(api_version, kind, namespace, name, "status"),
-                body={"status": status}, content_type="application/merge-patch+json",
+                "PATCH",
+                path(api_version, kind, namespace, name, "status"),
+                body={"status": status},
+                content_type="application/merge-patch+json",
             )
         except ApiException as e:
             if e.status == 404:  # deleted meanwhile: nothing left to report on
@@ -126,8 +153,11 @@ class Kube:
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            await self._call("DELETE", path(api_version, kind, namespace, name),
-                             body={"propagationPolicy": "Background"})
+            await self._call(
+                "DELETE",
+                path(api_version, kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
         except ApiException as e:
             if e.status != 404:
                 raise

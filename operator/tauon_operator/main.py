@@ -1,6 +1,6 @@
 """`tauon-operator run`: Kopf settings chosen deliberately, metrics, liveness, then the watches.
 
-    tauon-operator run [--namespace NS ...] [--metrics-port 8000] [--health-port 8081]
+tauon-operator run [--namespace NS ...] [--metrics-port 8000] [--health-port 8081]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = "tauon.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tauon.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="tauon.dev", key="last-handled-configuration")
+        prefix="tauon.dev", key="last-handled-configuration"
+    )
     # Only what a user must notice becomes an Event from kopf itself.
     settings.posting.level = logging.WARNING
     # Watches end server-side before the client gives up, so reconnects are clean, not errors.
@@ -60,7 +61,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     # API calls run in threads (the official client is synchronous): enough for the workers.
     workers = 16
     asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tauon-api"))
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tauon-api")
+    )
     ctl = Controller(Kube.from_environment(pool=workers), ours, workers=workers)
     ctl.reconcilers.update(watch.RECONCILERS)
     install(ctl)
@@ -72,23 +74,34 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
 
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tauon-operator run", description=__doc__.splitlines()[0])
-    ap.add_argument("--namespace", "-n", action="append", default=[],
-                    help="watch only this namespace (repeatable); default: all namespaces")
+    ap.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
     ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 disables)")
     ap.add_argument("--health-port", type=int, help="liveness endpoint port (0 disables)")
-    ap.add_argument("--peering", help="a KopfPeering name for several replicas (default: standalone)")
+    ap.add_argument(
+        "--peering", help="a KopfPeering name for several replicas (default: standalone)"
+    )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv or [])
     env = Settings.from_env()
     settings = Settings(
-        runtime_image=env.runtime_image, image_pull_policy=env.image_pull_policy,
+        runtime_image=env.runtime_image,
+        image_pull_policy=env.image_pull_policy,
         namespaces=tuple(args.namespace) or env.namespaces,
         metrics_port=env.metrics_port if args.metrics_port is None else args.metrics_port,
         health_port=env.health_port if args.health_port is None else args.health_port,
-        run_as_user=env.run_as_user, cluster_domain=env.cluster_domain,
+        run_as_user=env.run_as_user,
+        cluster_domain=env.cluster_domain,
     )
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:  # one INFO line per watch event and handler is noise at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     memo = kopf.Memo(tauon_settings=settings)
@@ -98,7 +111,8 @@ def run(argv: list[str] | None = None) -> int:
         standalone=args.peering is None,
         peering_name=args.peering,
         memo=memo,
-        liveness_endpoint=(f"http://0.0.0.0:{settings.health_port}/healthz"
-                           if settings.health_port else None),
+        liveness_endpoint=(
+            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+        ),
     )
     return 0

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
-
-from tauon_runtime.contract.keys import SPEC_HASH_ANNOTATION
+from collections.abc import Mapping
+from typing import Any
 
 from tauon_operator.api import API_VERSION
+from tauon_runtime.contract.keys import SPEC_HASH_ANNOTATION
 
 MANAGED_BY = "tauon"
 FIELD_MANAGER = "tauon"
@@ -59,8 +59,12 @@ def owner_reference(parent: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def object_meta(parent: Mapping[str, Any], name: str, component: str,
-                extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def object_meta(
+    parent: Mapping[str, Any],
+    name: str,
+    component: str,
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     pm = parent["metadata"]
     return {
         "name": name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -11,7 +11,9 @@ from prometheus_client.registry import REGISTRY, Collector
 
 RECONCILES = Counter("tauon_reconcile_total", "Reconciles by kind and result.", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
-    "tauon_reconcile_duration_seconds", "Time one reconcile took.", ["kind"],
+    "tauon_reconcile_duration_seconds",
+    "Time one reconcile took.",
+    ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 API_WRITES = Counter("tauon_api_writes_total", "API writes by verb and kind.", ["verb", "kind"])
@@ -24,10 +26,13 @@ class ObjectsByPhase(Collector):
         self._objects = objects
 
     def collect(self):
-        g = GaugeMetricFamily("tauon_objects", "Custom resources by kind and phase.",
-                              labels=["kind", "phase"])
+        g = GaugeMetricFamily(
+            "tauon_objects", "Custom resources by kind and phase.", labels=["kind", "phase"]
+        )
         for kind in ("Dataset", "TrainingJob", "ModelDeployment"):
-            phases = Tally((o.get("status") or {}).get("phase") or "Unknown" for o in self._objects(kind))
+            phases = Tally(
+                (o.get("status") or {}).get("phase") or "Unknown" for o in self._objects(kind)
+            )
             for phase, n in sorted(phases.items()):
                 g.add_metric([kind, phase], n)
         yield g

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/tauon-dev/tauon-runtime:0.1.0"
@@ -23,8 +24,8 @@ class Settings:
     cluster_domain: str = "cluster.local"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         ns = tuple(n.strip() for n in env.get("TAUON_NAMESPACES", "").split(",") if n.strip())
         return cls(
             runtime_image=env.get("TAUON_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),

@@ -8,7 +8,8 @@ that names their parent, so a reconcile looks at its own children only.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tauon_operator.meta import PARENT_LABEL
 
@@ -25,7 +26,9 @@ def _version(obj: Mapping[str, Any]) -> int | None:
 class Store:
     def __init__(self) -> None:
         # kind -> namespace -> name -> object
-        self._objects: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+        self._objects: dict[str, dict[str, dict[str, dict]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
         # (kind, namespace, label, value) -> names
         self._by_label: dict[tuple, set[str]] = defaultdict(set)
 
@@ -39,8 +42,8 @@ class Store:
             self._objects[kind][ns].pop(name, None)
             self._unindex(kind, ns, old)
             return
-        if old is not None and None not in (_version(old), _version(body)) \
-                and _version(body) < _version(old):
+        have, new = (_version(old) if old is not None else None), _version(body)
+        if have is not None and new is not None and new < have:
             return
         obj = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         self._unindex(kind, ns, old)

@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+# The CEL helpers and patterns are the contract's; the API modules take them from here.
 from tauon_runtime.contract.base import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -23,6 +25,32 @@ from tauon_runtime.contract.base import (
     rules,
 )
 from tauon_runtime.contract.base import ContractModel as ApiModel
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "GROUP",
+    "SHA256_HEX",
+    "VERSION",
+    "ApiModel",
+    "Condition",
+    "ConditionStatus",
+    "Image",
+    "LocalObjectRef",
+    "ObjectMeta",
+    "Quantity",
+    "Resources",
+    "Sha256",
+    "StatusModel",
+    "cel",
+    "conditions_field",
+    "immutable",
+    "observed_generation_field",
+    "phase_field",
+    "rules",
+]
 
 GROUP = "tauon.dev"
 VERSION = "v1alpha1"
@@ -130,8 +158,7 @@ class Condition(StatusModel):
         min_length=1,
         max_length=1024,
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
-        description="Programmatic identifier, in CamelCase, of the reason for the last "
-        "transition.",
+        description="Programmatic identifier, in CamelCase, of the reason for the last transition.",
     )
     message: str = Field(
         "",
@@ -148,7 +175,10 @@ class Condition(StatusModel):
     )
 
 
-CONDITIONS_EXTRA = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+CONDITIONS_EXTRA: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
 
 
 def conditions_field(types: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pydantic import Field
+
 from tauon_runtime.contract.data import (
     FORMAT_DESCRIPTION,
     BuiltinSource,
@@ -32,10 +33,21 @@ from .common import (
 )
 
 __all__ = [
-    "BuiltinSource", "DatasetFormat", "DatasetSource", "DatasetSpec", "DatasetStatus",
-    "HttpSource", "Preprocessing", "PvcSource", "S3Source", "SplitCounts", "Splits", "Storage",
+    "BuiltinSource",
+    "DatasetFormat",
+    "DatasetSource",
+    "DatasetSpec",
+    "DatasetStatus",
+    "HttpSource",
+    "Preprocessing",
+    "PvcSource",
+    "S3Source",
+    "SplitCounts",
+    "Splits",
+    "Storage",
     "SyntheticSource",
 ]
+
 
 class Storage(ApiModel):
     """The PersistentVolumeClaim that holds the prepared data."""
@@ -59,11 +71,16 @@ class DatasetSpec(ApiModel):
         json_schema_extra=rules(immutable("source", "create a new Dataset to use different data")),
     )
     format: DatasetFormat = Field("auto", description=FORMAT_DESCRIPTION)
-    splits: Splits = Field(default_factory=Splits, description="Train, validation and test fractions.")
-    preprocessing: Preprocessing = Field(
-        default_factory=Preprocessing, description="Resizing and normalisation applied at prepare time."
+    splits: Splits = Field(
+        default_factory=Splits, description="Train, validation and test fractions."
     )
-    storage: Storage = Field(default_factory=Storage, description="Where the prepared data is stored.")
+    preprocessing: Preprocessing = Field(
+        default_factory=Preprocessing,
+        description="Resizing and normalisation applied at prepare time.",
+    )
+    storage: Storage = Field(
+        default_factory=Storage, description="Where the prepared data is stored."
+    )
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -90,7 +107,9 @@ class DatasetStatus(StatusModel):
 
     observed_generation: int | None = observed_generation_field()
     phase: DatasetPhase | None = phase_field(DatasetPhase)
-    conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled, Succeeded, Failed")
+    conditions: tuple[Condition, ...] = conditions_field(
+        "Ready, Reconciling, Stalled, Succeeded, Failed"
+    )
     digest: str | None = Field(
         None,
         description="Content digest of the prepared data (`sha256:...`). Training records it, "
@@ -99,4 +118,6 @@ class DatasetStatus(StatusModel):
     counts: SplitCounts | None = Field(None, description="Samples per split.")
     classes: tuple[str, ...] | None = Field(None, description="Class names, in label order.")
     bytes: int | None = Field(None, ge=0, description="Size of the prepared data in bytes.")
-    claim_name: str | None = Field(None, description="The PersistentVolumeClaim holding the prepared data.")
+    claim_name: str | None = Field(
+        None, description="The PersistentVolumeClaim holding the prepared data."
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pydantic import Field, model_validator
+
 from tauon_runtime.contract.serve import Batching, Feedback
 
 from .common import (
@@ -183,7 +184,9 @@ class CanaryStatus(StatusModel):
 
     model_digest: str | None = Field(None, description="Digest of the canary model.")
     ready_replicas: int | None = Field(None, ge=0, description="Canary replicas ready.")
-    traffic_percent: int | None = Field(None, ge=0, le=100, description="Percent of traffic it gets.")
+    traffic_percent: int | None = Field(
+        None, ge=0, le=100, description="Percent of traffic it gets."
+    )
 
 
 class ModelDeploymentStatus(StatusModel):

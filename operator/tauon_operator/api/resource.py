@@ -23,7 +23,7 @@ class PrinterColumn:
     priority: int = 0
 
     def to_crd(self) -> dict[str, Any]:
-        column = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        column: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
         if self.description:
             column["description"] = self.description
         if self.priority:
@@ -80,12 +80,11 @@ class Resource(StatusModel):
         meta = body.get("metadata") or {}
         key = (cls.KIND, meta.get("uid"), meta.get("resourceVersion"))
         if None in key[1:]:
-            return cls.parse({k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
+            return cls.parse({k: v for k, v in body.items() if k != "status"}).spec
         if (spec := _PARSED.get(key)) is None:
             if len(_PARSED) >= _PARSED_MAX:
                 _PARSED.pop(next(iter(_PARSED)))
-            spec = _PARSED[key] = cls.parse(
-                {k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
+            spec = _PARSED[key] = cls.parse({k: v for k, v in body.items() if k != "status"}).spec
         return spec
 
     @classmethod
@@ -104,7 +103,9 @@ class Dataset(Resource):
     PRINTER_COLUMNS = (
         PHASE,
         PrinterColumn("Samples", ".status.counts.total", "integer", "Samples in all splits."),
-        PrinterColumn("Digest", ".status.digest", description="Content digest of the prepared data."),
+        PrinterColumn(
+            "Digest", ".status.digest", description="Content digest of the prepared data."
+        ),
         AGE,
         MESSAGE,
     )
@@ -125,11 +126,18 @@ class TrainingJob(Resource):
         PHASE,
         PrinterColumn("Progress", ".status.progress.percent", "number", "Percent complete."),
         PrinterColumn(
-            "Accuracy", ".status.model.metrics.accuracy", "number",
+            "Accuracy",
+            ".status.model.metrics.accuracy",
+            "number",
             "Test accuracy of the exported model (empty until the run succeeds).",
         ),
-        PrinterColumn("Val-Accuracy", ".status.metrics.latest.accuracy", "number",
-                      "Validation accuracy of the latest epoch.", priority=1),
+        PrinterColumn(
+            "Val-Accuracy",
+            ".status.metrics.latest.accuracy",
+            "number",
+            "Validation accuracy of the latest epoch.",
+            priority=1,
+        ),
         AGE,
         PrinterColumn("Dataset", ".spec.datasetRef.name", priority=1, description="The Dataset."),
         PrinterColumn("Model", ".spec.model.architecture", priority=1, description="Architecture."),
@@ -137,7 +145,9 @@ class TrainingJob(Resource):
     )
 
     spec: TrainingJobSpec = Field(description="The desired training run.")
-    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus, description="Observed state.")
+    status: TrainingJobStatus = Field(
+        default_factory=TrainingJobStatus, description="Observed state."
+    )
 
 
 class ModelDeployment(Resource):

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.contract.keys import ENV_SERVICEACCOUNT_DIR, ENV_STATUS_TARGET
-
 from tauon_operator.api import GROUP
 from tauon_operator.meta import child_name, object_meta
+from tauon_runtime.contract.keys import ENV_SERVICEACCOUNT_DIR, ENV_STATUS_TARGET
 
 
 def service_account_name(parent: dict[str, Any]) -> str:
@@ -29,20 +28,27 @@ def runtime_access(parent: dict[str, Any], plural: str) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": meta(),
-            "rules": [{
-                "apiGroups": [GROUP],
-                "resources": [f"{plural}/status"],
-                "resourceNames": [parent["metadata"]["name"]],
-                "verbs": ["get", "patch"],
-            }],
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [f"{plural}/status"],
+                    "resourceNames": [parent["metadata"]["name"]],
+                    "verbs": ["get", "patch"],
+                }
+            ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
             "metadata": meta(),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name,
-                          "namespace": parent["metadata"]["namespace"]}],
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": name,
+                    "namespace": parent["metadata"]["namespace"],
+                }
+            ],
         },
     ]
 
@@ -51,12 +57,24 @@ def token_volume() -> dict[str, Any]:
     """A short-lived, audience-bound token instead of the legacy automount."""
     return {
         "name": "api-token",
-        "projected": {"sources": [
-            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace",
-                                        "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-        ]},
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+                        ]
+                    }
+                },
+            ]
+        },
     }
 
 
@@ -66,7 +84,9 @@ TOKEN_DIR = "/var/run/secrets/tauon.dev/serviceaccount"
 def status_env(api_version: str, plural: str, parent: dict[str, Any]) -> list[dict[str, Any]]:
     m = parent["metadata"]
     return [
-        {"name": ENV_STATUS_TARGET,
-         "value": f"{api_version}/namespaces/{m['namespace']}/{plural}/{m['name']}"},
+        {
+            "name": ENV_STATUS_TARGET,
+            "value": f"{api_version}/namespaces/{m['namespace']}/{plural}/{m['name']}",
+        },
         {"name": ENV_SERVICEACCOUNT_DIR, "value": TOKEN_DIR},
     ]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.contract import PERMANENT_EXIT_CODES, PrepareConfig
-
 from tauon_operator.api import API_VERSION, DATASETS, Dataset
 from tauon_operator.builders import access, pod
 from tauon_operator.meta import child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
+from tauon_runtime.contract import PERMANENT_EXIT_CODES, PrepareConfig
 
 DATA_MOUNT = "/data"
 SOURCE_MOUNT = "/source"
@@ -27,9 +26,14 @@ def prepare_job_name(ds: dict[str, Any]) -> str:
 
 def run_config(ds: dict[str, Any]) -> str:
     spec = Dataset.parse_spec(ds)
-    cfg = PrepareConfig(source=spec.source, format=spec.format, splits=spec.splits,
-                        preprocessing=spec.preprocessing, output_dir=DATA_MOUNT,
-                        source_dir=SOURCE_MOUNT if spec.source.pvc else None)
+    cfg = PrepareConfig(
+        source=spec.source,
+        format=spec.format,
+        splits=spec.splits,
+        preprocessing=spec.preprocessing,
+        output_dir=DATA_MOUNT,
+        source_dir=SOURCE_MOUNT if spec.source.pvc else None,
+    )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -37,23 +41,41 @@ def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     spec = Dataset.parse_spec(ds)
     name = ds["metadata"]["name"]
     cm_name = child_name(name, "prepare")
-    claim = pod.pvc(object_meta(ds, claim_name(ds), "data"), str(spec.storage.size),
-                    spec.storage.storage_class_name)
+    claim = pod.pvc(
+        object_meta(ds, claim_name(ds), "data"),
+        str(spec.storage.size),
+        spec.storage.storage_class_name,
+    )
     config = pod.config_map(object_meta(ds, cm_name, "prepare"), run_config(ds))
 
-    mounts = [{"name": "data", "mountPath": DATA_MOUNT},
-              {"name": "api-token", "mountPath": access.TOKEN_DIR, "readOnly": True}]
-    volumes = [*pod.base_volumes(cm_name),
-               {"name": "data", "persistentVolumeClaim": {"claimName": claim_name(ds)}},
-               access.token_volume()]
+    mounts: list[dict[str, Any]] = [
+        {"name": "data", "mountPath": DATA_MOUNT},
+        {"name": "api-token", "mountPath": access.TOKEN_DIR, "readOnly": True},
+    ]
+    volumes = [
+        *pod.base_volumes(cm_name),
+        {"name": "data", "persistentVolumeClaim": {"claimName": claim_name(ds)}},
+        access.token_volume(),
+    ]
     if spec.source.pvc is not None:
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
-        volumes.append({"name": "source", "persistentVolumeClaim": {
-            "claimName": spec.source.pvc.claim_name, "readOnly": True}})
+        volumes.append(
+            {
+                "name": "source",
+                "persistentVolumeClaim": {
+                    "claimName": spec.source.pvc.claim_name,
+                    "readOnly": True,
+                },
+            }
+        )
     container = pod.runtime_container(
-        settings, "prepare", None, ["prepare", "--config", pod.CONFIG_FILE],
+        settings,
+        "prepare",
+        None,
+        ["prepare", "--config", pod.CONFIG_FILE],
         env=access.status_env(API_VERSION, DATASETS, ds),
-        resources=pod.compute_resources("500m", "1Gi", 0), volume_mounts=mounts,
+        resources=pod.compute_resources("500m", "1Gi", 0),
+        volume_mounts=mounts,
     )
     job_meta = object_meta(ds, prepare_job_name(ds), "prepare")
     job = {
@@ -62,11 +84,18 @@ def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
         "metadata": job_meta,
         "spec": {
             "backoffLimit": PREPARE_BACKOFF_LIMIT,
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": "prepare",
-                                                      "operator": "In",
-                                                      "values": list(PERMANENT_EXIT_CODES)}},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "prepare",
+                            "operator": "In",
+                            "values": list(PERMANENT_EXIT_CODES),
+                        },
+                    },
+                ]
+            },
             "template": {
                 "metadata": {"labels": dict(job_meta["labels"])},
                 "spec": {

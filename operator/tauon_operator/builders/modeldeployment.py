@@ -8,13 +8,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tauon_runtime.contract import ServeConfig
-from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL
-
 from tauon_operator.api import ModelDeployment
 from tauon_operator.builders import pod
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
+from tauon_runtime.contract import ServeConfig
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
@@ -29,7 +28,7 @@ class ResolvedModel:
     sha256: str
 
     @classmethod
-    def from_uri(cls, uri: str, sha256: str) -> "ResolvedModel":
+    def from_uri(cls, uri: str, sha256: str) -> ResolvedModel:
         if not uri.startswith("pvc://"):
             raise ValueError(f"only pvc://<claim>/<path> model URIs can be served, not {uri!r}")
         claim, _, sub = uri.removeprefix("pvc://").partition("/")
@@ -84,8 +83,9 @@ def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, replicas: int | None,
-                track: str) -> list[dict[str, Any]]:
+def _deployment(
+    md: dict[str, Any], settings: Settings, model: ResolvedModel, replicas: int | None, track: str
+) -> list[dict[str, Any]]:
     spec = ModelDeployment.parse_spec(md)
     canary = track == "canary"
     name = deployment_name(md, canary)
@@ -96,13 +96,19 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
     probe = lambda path, period: {  # noqa: E731
-        "httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": 3}
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": 3,
+    }
     container = pod.runtime_container(
-        settings, "server", spec.image,
+        settings,
+        "server",
+        spec.image,
         ["serve", "--config", pod.CONFIG_FILE, "--host", "$(POD_IP)", "--port", str(port)],
         env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-        resources=pod.compute_resources(str(spec.resources.cpu), str(spec.resources.memory),
-                                        spec.resources.gpus),
+        resources=pod.compute_resources(
+            str(spec.resources.cpu), str(spec.resources.memory), spec.resources.gpus
+        ),
         volume_mounts=[
             {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
             *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if spec.feedback.enabled else []),
@@ -111,20 +117,25 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
     container["ports"] = [{"name": "http", "containerPort": port}]
     container["readinessProbe"] = probe("/v2/health/ready", 2)
     container["livenessProbe"] = {**probe("/v2/health/live", 10), "initialDelaySeconds": 10}
-    volumes = [*pod.base_volumes(cm_meta["name"]),
-               {"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}}]
+    volumes = [
+        *pod.base_volumes(cm_meta["name"]),
+        {"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
+    ]
     if spec.feedback.enabled:
-        volumes.append({"name": "feedback",
-                        "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}})
-    deployment = {
+        volumes.append(
+            {"name": "feedback", "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}}
+        )
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta,
         "spec": {
             "selector": {"matchLabels": selector},
             # A new model rolls out without dropping capacity: surge first, then retire.
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {
                     "labels": {**meta["labels"], **selector},
@@ -146,8 +157,12 @@ def _deployment(md: dict[str, Any], settings: Settings, model: ResolvedModel, re
     return [config, deployment]
 
 
-def build(md: dict[str, Any], settings: Settings, model: ResolvedModel,
-          canary_model: ResolvedModel | None = None) -> list[dict[str, Any]]:
+def build(
+    md: dict[str, Any],
+    settings: Settings,
+    model: ResolvedModel,
+    canary_model: ResolvedModel | None = None,
+) -> list[dict[str, Any]]:
     spec = ModelDeployment.parse_spec(md)
     name = md["metadata"]["name"]
     percent = spec.canary.traffic_percent if spec.canary and canary_model else None
@@ -157,32 +172,47 @@ def build(md: dict[str, Any], settings: Settings, model: ResolvedModel,
     children = _deployment(md, settings, model, None if autoscaling else stable, "stable")
     if canary_model is not None and canary:
         children += _deployment(md, settings, canary_model, canary, "canary")
-    children.append({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": object_meta(md, service_name(md), "server"),
-        "spec": {
-            # Both tracks answer: traffic splits by their share of ready pods.
-            "selector": {PARENT_LABEL["ModelDeployment"]: name},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-        },
-    })
-    if autoscaling:
-        children.append({
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": object_meta(md, name, "server"),
+    children.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": object_meta(md, service_name(md), "server"),
             "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                   "name": deployment_name(md)},
-                "minReplicas": autoscaling.min_replicas,
-                "maxReplicas": autoscaling.max_replicas,
-                "metrics": [{"type": "Resource", "resource": {
-                    "name": "cpu", "target": {"type": "Utilization",
-                                              "averageUtilization":
-                                                  autoscaling.target_cpu_utilization_percentage}}}],
+                # Both tracks answer: traffic splits by their share of ready pods.
+                "selector": {PARENT_LABEL["ModelDeployment"]: name},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             },
-        })
+        }
+    )
+    if autoscaling:
+        children.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": object_meta(md, name, "server"),
+                "spec": {
+                    "scaleTargetRef": {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": deployment_name(md),
+                    },
+                    "minReplicas": autoscaling.min_replicas,
+                    "maxReplicas": autoscaling.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": autoscaling.target_cpu_utilization_percentage,
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     if spec.feedback.enabled:
         children.append(pod.pvc(object_meta(md, feedback_claim_name(md), "feedback"), "1Gi", None))
     return [with_spec_hash(c) for c in children]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.contract.keys import ENV_TERMINATION_LOG
-
 from tauon_operator.settings import Settings
+from tauon_runtime.contract.keys import ENV_TERMINATION_LOG
 
 CONFIG_MOUNT = "/etc/tauon"
 CONFIG_FILE = f"{CONFIG_MOUNT}/run.json"
@@ -34,9 +33,15 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def runtime_container(settings: Settings, name: str, image: str | None, args: list[str],
-                      env: list[dict] | None = None, resources: dict | None = None,
-                      volume_mounts: list[dict] | None = None) -> dict[str, Any]:
+def runtime_container(
+    settings: Settings,
+    name: str,
+    image: str | None,
+    args: list[str],
+    env: list[dict] | None = None,
+    resources: dict | None = None,
+    volume_mounts: list[dict] | None = None,
+) -> dict[str, Any]:
     """`tauon-runtime <args>` with its run config mounted and the results written where the
     operator reads them (the termination message)."""
     return {
@@ -71,11 +76,20 @@ def base_volumes(config_map: str) -> list[dict[str, Any]]:
 
 
 def config_map(meta: dict[str, Any], run_config: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"run.json": run_config}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {"run.json": run_config},
+    }
 
 
-def pvc(meta: dict[str, Any], size: str, storage_class: str | None,
-        access_modes: tuple[str, ...] = ("ReadWriteMany",)) -> dict[str, Any]:
+def pvc(
+    meta: dict[str, Any],
+    size: str,
+    storage_class: str | None,
+    access_modes: tuple[str, ...] = ("ReadWriteMany",),
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "accessModes": list(access_modes),
         "resources": {"requests": {"storage": size}},

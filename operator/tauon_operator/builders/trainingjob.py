@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tauon_runtime.contract import PERMANENT_EXIT_CODES, TrainConfig
-from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_WORKERS
-
 from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob
 from tauon_operator.builders import access, pod
 from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
+from tauon_runtime.contract import PERMANENT_EXIT_CODES, TrainConfig
+from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_WORKERS
 
 OUTPUT_MOUNT = "/output"
 MODEL_SUBDIR = "model"
@@ -38,8 +37,11 @@ def worker_job_name(tj: dict[str, Any], attempt: int) -> str:
 
 def run_config(tj: dict[str, Any]) -> str:
     spec = TrainingJob.parse_spec(tj)
-    cfg = TrainConfig(**{f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS},
-                      dataset_dir=DATA_MOUNT, output_dir=OUTPUT_MOUNT)
+    cfg = TrainConfig(
+        **{f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS},
+        dataset_dir=DATA_MOUNT,
+        output_dir=OUTPUT_MOUNT,
+    )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -54,12 +56,15 @@ def command_args(workers: int, nproc: int, master: str, port: int) -> tuple[list
         "--node-rank=$(JOB_COMPLETION_INDEX)",
         f"--master-addr={master}",
         f"--master-port={port}",
-        "-m", "tauon_runtime", *train,
+        "-m",
+        "tauon_runtime",
+        *train,
     ]
 
 
-def build(tj: dict[str, Any], settings: Settings, attempt: int,
-          deadline_seconds: int | None = None) -> list[dict[str, Any]]:
+def build(
+    tj: dict[str, Any], settings: Settings, attempt: int, deadline_seconds: int | None = None
+) -> list[dict[str, Any]]:
     """Every child for attempt `attempt`. `deadline_seconds` is what is left of the run's
     activeDeadlineSeconds, so a restarted group does not get a fresh deadline."""
     spec = TrainingJob.parse_spec(tj)
@@ -83,8 +88,9 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
             "ports": [{"name": "rendezvous", "port": settings.master_port}],
         },
     }
-    command, args = command_args(spec.workers, spec.processes_per_worker, master,
-                                 settings.master_port)
+    command, args = command_args(
+        spec.workers, spec.processes_per_worker, master, settings.master_port
+    )
     env = [
         *access.status_env(API_VERSION, TRAININGJOBS, tj),
         {"name": ENV_WORKERS, "value": str(spec.workers)},
@@ -94,9 +100,14 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     container = pod.runtime_container(
-        settings, "trainer", spec.image, args, env=env,
-        resources=pod.compute_resources(str(spec.resources.cpu), str(spec.resources.memory),
-                                        spec.resources.gpus),
+        settings,
+        "trainer",
+        spec.image,
+        args,
+        env=env,
+        resources=pod.compute_resources(
+            str(spec.resources.cpu), str(spec.resources.memory), spec.resources.gpus
+        ),
         volume_mounts=[
             {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
             {"name": "output", "mountPath": OUTPUT_MOUNT},
@@ -116,8 +127,13 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
         "containers": [container],
         "volumes": [
             *pod.base_volumes(config_map_name(tj)),
-            {"name": "data", "persistentVolumeClaim": {
-                "claimName": claim_name({"metadata": {"name": dataset}}), "readOnly": True}},
+            {
+                "name": "data",
+                "persistentVolumeClaim": {
+                    "claimName": claim_name({"metadata": {"name": dataset}}),
+                    "readOnly": True,
+                },
+            },
             {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(tj)}},
             # DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
@@ -132,10 +148,18 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
         "parallelism": spec.workers,
         "backoffLimit": 0,  # one failed worker fails the group; the operator decides to restart
         "suspend": bool(spec.suspend),
-        "podFailurePolicy": {"rules": [
-            {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
-                                                  "values": list(PERMANENT_EXIT_CODES)}},
-        ]},
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": "trainer",
+                        "operator": "In",
+                        "values": list(PERMANENT_EXIT_CODES),
+                    },
+                },
+            ]
+        },
         "template": {"metadata": {"labels": dict(job_meta["labels"])}, "spec": pod_spec},
     }
     if deadline_seconds is not None:
@@ -145,4 +169,3 @@ def build(tj: dict[str, Any], settings: Settings, attempt: int,
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
     children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, job]
     return [with_spec_hash(c) for c in children]
-

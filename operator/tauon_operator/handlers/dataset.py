@@ -19,8 +19,9 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         return  # deleted: garbage collection removes the children
     # observe
     job = ctl.store.get("Job", namespace, build.prepare_job_name(ds))
-    pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name,
-                                               "app.kubernetes.io/component": "prepare"})
+    pods = ctl.store.select(
+        "Pod", namespace, {PARENT_LABEL[KIND]: name, "app.kubernetes.io/component": "prepare"}
+    )
     # plan status, build
     status = dataset_status(ds, build.claim_name(ds), job, pods, utcnow())
     try:
@@ -29,7 +30,11 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         await ctl.invalid_spec(ds, str(e))
         return
     ready = next(x for x in status.conditions if x.type == "Ready")
-    events = [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)
-              ] if status.phase in ("Ready", "Failed") else []
-    await ctl.sync(ds, Outcome(status=status, children=children, updates=pod.UPDATES,
-                               events=events))
+    events = (
+        [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)]
+        if status.phase in ("Ready", "Failed")
+        else []
+    )
+    await ctl.sync(
+        ds, Outcome(status=status, children=children, updates=pod.UPDATES, events=events)
+    )

@@ -19,13 +19,15 @@ from tauon_operator.status.modeldeployment import model_problem, modeldeployment
 KIND = "ModelDeployment"
 
 
-def resolve(ctl: Controller, namespace: str, source: dict[str, Any]
-            ) -> tuple[ResolvedModel | None, tuple[str, str, bool] | None]:
+def resolve(
+    ctl: Controller, namespace: str, source: dict[str, Any]
+) -> tuple[ResolvedModel | None, tuple[str, str, bool] | None]:
     """The model a spec.model (or canary.model) points at, or why there is none yet."""
     if ref := (source.get("trainingJobRef") or {}).get("name"):
         tj = ctl.store.get("TrainingJob", namespace, ref)
-        if tj is None or (problem := model_problem(ref, tj)):
-            return None, model_problem(ref, tj)
+        problem = model_problem(ref, tj)
+        if tj is None or problem is not None:
+            return None, problem
         sha = tj["status"]["model"]["sha256"]
         return ResolvedModel(output_claim_name(tj), MODEL_SUBDIR, sha), None
     try:
@@ -70,11 +72,22 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     percent = parsed.canary.traffic_percent if parsed.canary and canary_model else None
     total = parsed.desired_replicas
     if parsed.autoscaling:  # the HPA owns the replica count
-        total = ((stable or {}).get("spec") or {}).get("replicas") or parsed.autoscaling.min_replicas
+        total = ((stable or {}).get("spec") or {}).get(
+            "replicas"
+        ) or parsed.autoscaling.min_replicas
     want = build.split_replicas(total, percent)
     status = modeldeployment_status(
-        md, build.url(md, ctl.settings), want, model.sha256 if model else None,
-        canary_model.sha256 if canary_model else None, stable, canary, problem, utcnow(), pods)
+        md,
+        build.url(md, ctl.settings),
+        want,
+        model.sha256 if model else None,
+        canary_model.sha256 if canary_model else None,
+        stable,
+        canary,
+        problem,
+        utcnow(),
+        pods,
+    )
     # build
     children = None
     if model is not None:
@@ -84,9 +97,21 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
             await ctl.invalid_spec(md, str(e))
             return
     ready = next(x for x in status.conditions if x.type == "Ready")
-    events = [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)
-              ] if status.phase in ("Ready", "Failed", "Degraded") else []
-    await ctl.sync(md, Outcome(
-        status=status, children=children, updates={"PersistentVolumeClaim": pod.update_claim},
-        keep=canary_children(md) if spec.get("canary") and canary_model is None else frozenset(),
-        clear=("canary",), events=events))
+    events = (
+        [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)]
+        if status.phase in ("Ready", "Failed", "Degraded")
+        else []
+    )
+    await ctl.sync(
+        md,
+        Outcome(
+            status=status,
+            children=children,
+            updates={"PersistentVolumeClaim": pod.update_claim},
+            keep=canary_children(md)
+            if spec.get("canary") and canary_model is None
+            else frozenset(),
+            clear=("canary",),
+            events=events,
+        ),
+    )

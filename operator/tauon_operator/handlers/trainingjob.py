@@ -4,13 +4,13 @@ checkpoint when a worker fails, and records the exported model."""
 from __future__ import annotations
 
 from pydantic import ValidationError
-from tauon_runtime.contract.keys import ATTEMPT_LABEL
 
 from tauon_operator.builders import pod
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, Outcome, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.trainingjob import attempt, deadline_left, trainingjob_plan
+from tauon_runtime.contract.keys import ATTEMPT_LABEL
 
 KIND = "TrainingJob"
 
@@ -39,8 +39,14 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     # A restart writes the next attempt number before the failed Job goes: a crash in between
     # resumes with the next attempt instead of counting the same failure twice.
     stop = (plan.restart or plan.stop) and job is not None
-    await ctl.sync(tj, Outcome(
-        status=plan.status, children=children, updates=pod.UPDATES,
-        status_first=plan.restart,
-        delete_after_status=(("Job", job["metadata"]["name"]),) if stop and job else (),
-        events=plan.events))
+    await ctl.sync(
+        tj,
+        Outcome(
+            status=plan.status,
+            children=children,
+            updates=pod.UPDATES,
+            status_first=plan.restart,
+            delete_after_status=(("Job", job["metadata"]["name"]),) if stop and job else (),
+            events=plan.events,
+        ),
+    )

@@ -19,7 +19,7 @@ def _observe(kind: str, type_: str | None, body) -> tuple[str, str]:
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
-async def dataset_event(type, body, **_):  # noqa: A002 - kopf's argument name
+async def dataset_event(type, body, **_):
     ns, name = _observe("Dataset", type, body)
     ctl = controller()
     ctl.enqueue("Dataset", ns, name)
@@ -29,7 +29,7 @@ async def dataset_event(type, body, **_):  # noqa: A002 - kopf's argument name
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")
-async def trainingjob_event(type, body, **_):  # noqa: A002
+async def trainingjob_event(type, body, **_):
     ns, name = _observe("TrainingJob", type, body)
     ctl = controller()
     ctl.enqueue("TrainingJob", ns, name)
@@ -39,7 +39,7 @@ async def trainingjob_event(type, body, **_):  # noqa: A002
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
-async def modeldeployment_event(type, body, **_):  # noqa: A002
+async def modeldeployment_event(type, body, **_):
     ns, name = _observe("ModelDeployment", type, body)
     controller().enqueue("ModelDeployment", ns, name)
 
@@ -56,7 +56,7 @@ def _watch_children(group: str, version: str, plural: str, kind: str) -> None:
     """Every kind the operator creates streams into the cache: what exists is compared with
     what is desired (a child deleted by someone else is recreated), and pruning sees it."""
 
-    async def child_event(type, body, **_):  # noqa: A002 - kopf's argument name
+    async def child_event(type, body, **_):
         _child_event(kind, type, body)
 
     child_event.__name__ = child_event.__qualname__ = f"{plural}_event"
@@ -77,11 +77,18 @@ for _group, _version, _plural, _kind in (
 ):
     _watch_children(_group, _version, _plural, _kind)
 # For the API server's own filtering of those watches (main.configure).
-WATCHED_CHILDREN = (("batch", "jobs"), "pods", ("apps", "deployments"), "configmaps", "services",
-                    "serviceaccounts", "persistentvolumeclaims",
-                    ("autoscaling", "horizontalpodautoscalers"),
-                    ("rbac.authorization.k8s.io", "roles"),
-                    ("rbac.authorization.k8s.io", "rolebindings"))
+WATCHED_CHILDREN = (
+    ("batch", "jobs"),
+    "pods",
+    ("apps", "deployments"),
+    "configmaps",
+    "services",
+    "serviceaccounts",
+    "persistentvolumeclaims",
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+)
 
 
 RECONCILERS = {

@@ -11,19 +11,38 @@ from tauon_operator.api.dataset import DatasetPhase as Phase
 from tauon_operator.status import observe
 
 
-def dataset_status(ds: dict[str, Any], claim_name: str, job: dict[str, Any] | None,
-                   pods: list[dict[str, Any]], now: datetime) -> DatasetStatus:
+def dataset_status(
+    ds: dict[str, Any],
+    claim_name: str,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: datetime,
+) -> DatasetStatus:
     prev = ds.get("status") or {}
     gen = ds["metadata"].get("generation", 1)
     found: dict[str, Any] = {}
     finished = observe.job_finished(job)
     if job is None:
-        phase, conds = Phase.PENDING, c.standard(
-            ready=False, reason="Creating", reconciling=True, message="creating the prepare Job",
-            succeeded=False, failed=False)
+        phase, conds = (
+            Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason="Creating",
+                reconciling=True,
+                message="creating the prepare Job",
+                succeeded=False,
+                failed=False,
+            ),
+        )
     elif finished == "Complete":
-        result = next((r for p in pods if (r := observe.termination_result(p))
-                       and r.get("result") == "succeeded"), {})
+        result = next(
+            (
+                r
+                for p in pods
+                if (r := observe.termination_result(p)) and r.get("result") == "succeeded"
+            ),
+            {},
+        )
         found = {k: result[k] for k in ("digest", "bytes") if k in result}
         if "counts" in result:
             counts = {k: v for k, v in result["counts"].items() if isinstance(v, int)}
@@ -33,21 +52,51 @@ def dataset_status(ds: dict[str, Any], claim_name: str, job: dict[str, Any] | No
         msg = f"{counts_now.total} samples prepared" if counts_now.total else "prepared"
         if digest:
             msg += f", digest {digest}"
-        phase, conds = Phase.READY, c.standard(ready=True, reason="Prepared", message=msg,
-                                               succeeded=True, failed=False)
+        phase, conds = (
+            Phase.READY,
+            c.standard(ready=True, reason="Prepared", message=msg, succeeded=True, failed=False),
+        )
     elif finished == "Failed":
         reason, message = _failure(job, pods)
-        phase, conds = Phase.FAILED, c.standard(ready=False, reason=reason, message=message,
-                                                stalled=True, succeeded=False, failed=True)
+        phase, conds = (
+            Phase.FAILED,
+            c.standard(
+                ready=False,
+                reason=reason,
+                message=message,
+                stalled=True,
+                succeeded=False,
+                failed=True,
+            ),
+        )
     else:
-        phase, conds = Phase.PREPARING, c.standard(
-            ready=False, reason="Preparing", reconciling=True,
-            message="the prepare Job is running", succeeded=False, failed=False)
+        phase, conds = (
+            Phase.PREPARING,
+            c.standard(
+                ready=False,
+                reason="Preparing",
+                reconciling=True,
+                message="the prepare Job is running",
+                succeeded=False,
+                failed=False,
+            ),
+        )
         if problem := observe.scheduling_problem(pods):
-            conds = c.standard(ready=False, reason=problem[0], message=problem[1],
-                               reconciling=True, succeeded=False, failed=False)
-    return DatasetStatus(observed_generation=gen, phase=phase, claim_name=claim_name,
-                         conditions=c.merge(prev.get("conditions"), conds, gen, now), **found)
+            conds = c.standard(
+                ready=False,
+                reason=problem[0],
+                message=problem[1],
+                reconciling=True,
+                succeeded=False,
+                failed=False,
+            )
+    return DatasetStatus(
+        observed_generation=gen,
+        phase=phase,
+        claim_name=claim_name,
+        conditions=c.merge(prev.get("conditions"), conds, gen, now),
+        **found,
+    )
 
 
 def _failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, ExitCode
-
 from tauon_operator import conditions as c
 from tauon_operator.api import CanaryStatus, ModelDeploymentStatus, ReplicaCounts
 from tauon_operator.api.modeldeployment import ModelDeploymentPhase as Phase
 from tauon_operator.status import observe
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, ExitCode
 
 
 def model_problem(ref: str, tj: dict[str, Any] | None) -> tuple[str, str, bool] | None:
@@ -21,7 +20,9 @@ def model_problem(ref: str, tj: dict[str, Any] | None) -> tuple[str, str, bool] 
     if (st.get("model") or {}).get("sha256"):
         return None
     if st.get("phase") == "Failed":
-        reason = next((x.get("reason") for x in st.get("conditions") or [] if x["type"] == "Failed"), "")
+        reason = next(
+            (x.get("reason") for x in st.get("conditions") or [] if x["type"] == "Failed"), ""
+        )
         return "TrainingJobFailed", f"TrainingJob {ref!r} failed ({reason}) and has no model", True
     if st.get("phase") == "Succeeded":
         return "NoModel", f"TrainingJob {ref!r} succeeded without exporting a model", True
@@ -36,8 +37,12 @@ def refused_model(pods: list[dict[str, Any]]) -> str | None:
             for state in (cs.get("state") or {}, cs.get("lastState") or {}):
                 t = state.get("terminated") or {}
                 if t.get("exitCode") == ExitCode.REJECTED:
-                    result = observe.termination_result({"status": {"containerStatuses": [
-                        {"state": {"terminated": t}}]}}) or {}
+                    result = (
+                        observe.termination_result(
+                            {"status": {"containerStatuses": [{"state": {"terminated": t}}]}}
+                        )
+                        or {}
+                    )
                     return result.get("message") or "the serving pod refused the model's weights"
     return None
 
@@ -52,56 +57,102 @@ def _rolled_out(dep: dict[str, Any] | None, want: int, digest: str) -> tuple[boo
     complete = (
         annotations.get(MODEL_DIGEST_ANNOTATION) == digest
         and st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 1)
-        and updated >= want and st.get("availableReplicas", 0) >= want
+        and updated >= want
+        and st.get("availableReplicas", 0) >= want
         and st.get("replicas", 0) == updated  # no pod of the old model left
     )
     return complete, ready, updated
 
 
-def modeldeployment_status(md: dict[str, Any], url: str, want: tuple[int, int],
-                           digest: str | None, canary_digest: str | None,
-                           stable: dict[str, Any] | None, canary: dict[str, Any] | None,
-                           problem: tuple[str, str, bool] | None, now: datetime,
-                           pods: list[dict[str, Any]] | None = None) -> ModelDeploymentStatus:
+def modeldeployment_status(
+    md: dict[str, Any],
+    url: str,
+    want: tuple[int, int],
+    digest: str | None,
+    canary_digest: str | None,
+    stable: dict[str, Any] | None,
+    canary: dict[str, Any] | None,
+    problem: tuple[str, str, bool] | None,
+    now: datetime,
+    pods: list[dict[str, Any]] | None = None,
+) -> ModelDeploymentStatus:
     prev = md.get("status") or {}
     gen = md["metadata"].get("generation", 1)
     found: dict[str, Any] = {"url": url, "model_digest": prev.get("modelDigest")}
 
     def done(phase: Phase, conds: list[c.Cond]) -> ModelDeploymentStatus:
-        return ModelDeploymentStatus(observed_generation=gen, phase=phase, **found,
-                                     conditions=c.merge(prev.get("conditions"), conds, gen, now))
+        return ModelDeploymentStatus(
+            observed_generation=gen,
+            phase=phase,
+            **found,
+            conditions=c.merge(prev.get("conditions"), conds, gen, now),
+        )
 
     if problem is not None:
         reason, message, stalled = problem
-        return done(Phase.FAILED if stalled else Phase.PENDING,
-                    c.standard(ready=False, reason=reason, message=message,
-                               stalled=stalled, reconciling=not stalled))
+        return done(
+            Phase.FAILED if stalled else Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason=reason,
+                message=message,
+                stalled=stalled,
+                reconciling=not stalled,
+            ),
+        )
     complete, ready, updated = _rolled_out(stable, want[0], digest or "")
     if canary_digest:
         c_complete, c_ready, _ = _rolled_out(canary, want[1], canary_digest)
         complete = complete and c_complete
         percent = (md["spec"].get("canary") or {}).get("trafficPercent")
-        found["canary"] = CanaryStatus(model_digest=canary_digest, ready_replicas=c_ready,
-                                       traffic_percent=percent)
+        found["canary"] = CanaryStatus(
+            model_digest=canary_digest, ready_replicas=c_ready, traffic_percent=percent
+        )
         ready += c_ready
     found["replicas"] = ReplicaCounts(desired=want[0] + want[1], ready=ready, updated=updated)
     if refused := refused_model(pods or []):
-        return done(Phase.FAILED, c.standard(ready=False, reason="ModelRefused", message=refused,
-                                             stalled=True))
+        return done(
+            Phase.FAILED,
+            c.standard(ready=False, reason="ModelRefused", message=refused, stalled=True),
+        )
     for dep in (stable, canary):
         for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
             if cond["type"] == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-                return done(Phase.DEGRADED, c.standard(
-                    ready=False, reason="ProgressDeadlineExceeded",
-                    message=cond.get("message", ""), stalled=True))
+                return done(
+                    Phase.DEGRADED,
+                    c.standard(
+                        ready=False,
+                        reason="ProgressDeadlineExceeded",
+                        message=cond.get("message", ""),
+                        stalled=True,
+                    ),
+                )
             if cond["type"] == "ReplicaFailure" and cond.get("status") == "True":
-                return done(Phase.DEGRADED, c.standard(
-                    ready=False, reason="ReplicaFailure", message=cond.get("message", ""),
-                    reconciling=True))
-    if complete:
+                return done(
+                    Phase.DEGRADED,
+                    c.standard(
+                        ready=False,
+                        reason="ReplicaFailure",
+                        message=cond.get("message", ""),
+                        reconciling=True,
+                    ),
+                )
+    if complete and digest:
         found["model_digest"] = digest  # only now is every replica serving it
-        return done(Phase.READY, c.standard(
-            ready=True, reason="Serving", message=f"{ready} replica(s) serving model {digest[:12]}"))
-    return done(Phase.PROGRESSING, c.standard(
-        ready=False, reason="RollingOut", reconciling=True,
-        message=f"{ready}/{want[0] + want[1]} replicas ready with model {(digest or '')[:12]}"))
+        return done(
+            Phase.READY,
+            c.standard(
+                ready=True,
+                reason="Serving",
+                message=f"{ready} replica(s) serving model {digest[:12]}",
+            ),
+        )
+    return done(
+        Phase.PROGRESSING,
+        c.standard(
+            ready=False,
+            reason="RollingOut",
+            reconciling=True,
+            message=f"{ready}/{want[0] + want[1]} replicas ready with model {(digest or '')[:12]}",
+        ),
+    )

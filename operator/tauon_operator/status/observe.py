@@ -55,8 +55,11 @@ def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     for p in pods:
         st = p.get("status", {})
         for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
-                    and c.get("reason") == "Unschedulable":
+            if (
+                c.get("type") == "PodScheduled"
+                and c.get("status") == "False"
+                and c.get("reason") == "Unschedulable"
+            ):
                 message = c.get("message", "")
                 if "unbound immediate PersistentVolumeClaims" in message:
                     # A claim still being provisioned: a wait, not a problem to report.
@@ -65,6 +68,8 @@ def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for cs in st.get("containerStatuses") or []:
             waiting = cs.get("state", {}).get("waiting") or {}
             if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
-                return "ImagePullBackOff", (f"pod {p['metadata']['name']}: cannot pull image "
-                                            f"{cs.get('image')}: {waiting.get('message', '')}")
+                return "ImagePullBackOff", (
+                    f"pod {p['metadata']['name']}: cannot pull image "
+                    f"{cs.get('image')}: {waiting.get('message', '')}"
+                )
     return None

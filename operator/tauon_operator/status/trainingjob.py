@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tauon_runtime.contract.keys import ExitCode
-
 from tauon_operator import conditions as c
 from tauon_operator.api import ModelArtifact, Progress, TrainingJobStatus
 from tauon_operator.api.trainingjob import TrainingJobPhase as Phase
 from tauon_operator.api.trainingjob import TrainingJobReason as Reason
 from tauon_operator.status import observe
+from tauon_runtime.contract.keys import ExitCode
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 WARNINGS = ("Unschedulable", "ImagePullBackOff")  # what a user must act on; not a passing wait
@@ -48,22 +47,33 @@ def deadline_left(tj: dict[str, Any], now: datetime) -> int | None:
     return int(limit - (now - started).total_seconds())
 
 
-def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
-                     job: dict[str, Any] | None, pods: list[dict[str, Any]],
-                     now: datetime, model_location: str) -> Plan:
+def trainingjob_plan(
+    tj: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: datetime,
+    model_location: str,
+) -> Plan:
     prev = tj.get("status") or {}
     spec = tj["spec"]
     gen = tj["metadata"].get("generation", 1)
-    kept: dict[str, Any] = {"start_time": _time(prev.get("startTime")),
-                            "restarts": prev.get("restarts")}
+    kept: dict[str, Any] = {
+        "start_time": _time(prev.get("startTime")),
+        "restarts": prev.get("restarts"),
+    }
     job_like = {"succeeded": False, "failed": False}
 
-    def plan(phase: Phase, conds: list[c.Cond], extra: dict[str, Any] | None = None,
-             **kw: Any) -> Plan:
+    def plan(
+        phase: Phase, conds: list[c.Cond], extra: dict[str, Any] | None = None, **kw: Any
+    ) -> Plan:
         fields = {**kept, **(extra or {})}
-        status = TrainingJobStatus(observed_generation=gen, phase=phase,
-                                   conditions=c.merge(prev.get("conditions"), conds, gen, now),
-                                   **fields)
+        status = TrainingJobStatus(
+            observed_generation=gen,
+            phase=phase,
+            conditions=c.merge(prev.get("conditions"), conds, gen, now),
+            **fields,
+        )
         return Plan(status=status, **kw)
 
     if prev.get("phase") in TERMINAL:
@@ -71,35 +81,76 @@ def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
 
     ds_name = spec["datasetRef"]["name"]
     if dataset is None:
-        return plan(Phase.PENDING, c.standard(
-            ready=False, reason=Reason.DATASET_NOT_FOUND, stalled=True,
-            message=f"Dataset {ds_name!r} does not exist in this namespace", **job_like))
+        return plan(
+            Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason=Reason.DATASET_NOT_FOUND,
+                stalled=True,
+                message=f"Dataset {ds_name!r} does not exist in this namespace",
+                **job_like,
+            ),
+        )
     ds_phase = (dataset.get("status") or {}).get("phase")
     if ds_phase == "Failed":
-        return plan(Phase.PENDING, c.standard(
-            ready=False, reason=Reason.DATASET_FAILED, stalled=True,
-            message=f"Dataset {ds_name!r} failed to prepare", **job_like))
+        return plan(
+            Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason=Reason.DATASET_FAILED,
+                stalled=True,
+                message=f"Dataset {ds_name!r} failed to prepare",
+                **job_like,
+            ),
+        )
     if ds_phase != "Ready":
-        return plan(Phase.PENDING, c.standard(
-            ready=False, reason=Reason.WAITING_FOR_DATASET, reconciling=True,
-            message=f"waiting for Dataset {ds_name!r} to be Ready", **job_like))
+        return plan(
+            Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason=Reason.WAITING_FOR_DATASET,
+                reconciling=True,
+                message=f"waiting for Dataset {ds_name!r} to be Ready",
+                **job_like,
+            ),
+        )
 
     left = deadline_left(tj, now)
     if left is not None and left <= 0 and observe.job_finished(job) != "Complete":
         msg = f"activeDeadlineSeconds ({spec['activeDeadlineSeconds']}s) passed"
-        return plan(Phase.FAILED, c.standard(
-            ready=False, reason=Reason.DEADLINE_EXCEEDED, stalled=True, succeeded=False,
-            failed=True, message=msg),
-            stop=True, events=[("Warning", Reason.DEADLINE_EXCEEDED, "the run passed its deadline")])
+        return plan(
+            Phase.FAILED,
+            c.standard(
+                ready=False,
+                reason=Reason.DEADLINE_EXCEEDED,
+                stalled=True,
+                succeeded=False,
+                failed=True,
+                message=msg,
+            ),
+            stop=True,
+            events=[("Warning", Reason.DEADLINE_EXCEEDED, "the run passed its deadline")],
+        )
 
     if job is None:
-        return plan(Phase.PENDING, c.standard(ready=False, reason=Reason.CREATING, reconciling=True,
-                                              message="creating the worker pods", **job_like),
-                    apply_children=True)
+        return plan(
+            Phase.PENDING,
+            c.standard(
+                ready=False,
+                reason=Reason.CREATING,
+                reconciling=True,
+                message="creating the worker pods",
+                **job_like,
+            ),
+            apply_children=True,
+        )
 
     st = job.get("status") or {}
-    counts = {"active": st.get("active", 0), "succeeded": st.get("succeeded", 0),
-              "failed": st.get("failed", 0)}
+    counts = {
+        "active": st.get("active", 0),
+        "succeeded": st.get("succeeded", 0),
+        "failed": st.get("failed", 0),
+    }
     finished = observe.job_finished(job)
     if finished == "Complete":
         return _succeeded(prev, pods, model_location, now, plan, counts)
@@ -107,14 +158,27 @@ def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
         return _failed(tj, job, pods, counts, plan)
 
     if spec.get("suspend"):
-        return plan(Phase.SUSPENDED, c.standard(
-            ready=False, reason=Reason.SUSPENDED, **job_like,
-            message="suspended: workers stopped, checkpoints kept"), counts, apply_children=True)
+        return plan(
+            Phase.SUSPENDED,
+            c.standard(
+                ready=False,
+                reason=Reason.SUSPENDED,
+                **job_like,
+                message="suspended: workers stopped, checkpoints kept",
+            ),
+            counts,
+            apply_children=True,
+        )
     if problem := observe.scheduling_problem(pods):
-        return plan(Phase.PENDING, c.standard(ready=False, reason=problem[0], message=problem[1],
-                                              reconciling=True, **job_like), counts,
-                    apply_children=True,
-                    events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [])
+        return plan(
+            Phase.PENDING,
+            c.standard(
+                ready=False, reason=problem[0], message=problem[1], reconciling=True, **job_like
+            ),
+            counts,
+            apply_children=True,
+            events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [],
+        )
     running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
     workers = spec.get("workers", 1)
     done = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
@@ -123,54 +187,106 @@ def trainingjob_plan(tj: dict[str, Any], dataset: dict[str, Any] | None,
         # a phase moves forward only.
         pct = (prev.get("progress") or {}).get("percent")
         msg = (f"{len(running)} worker(s) training" if running else "workers finishing") + (
-            f", {pct:.0f}%" if pct is not None else "")
-        return plan(Phase.RUNNING, c.standard(ready=False, reason=Reason.TRAINING, message=msg,
-                                              reconciling=True, **job_like),
-                    {**counts, "start_time": kept["start_time"] or now}, apply_children=True)
-    return plan(Phase.PENDING, c.standard(ready=False, reason=Reason.STARTING_WORKERS,
-                                          reconciling=True, **job_like,
-                                          message=f"{len(running)}/{workers} workers running"),
-                counts, apply_children=True)
+            f", {pct:.0f}%" if pct is not None else ""
+        )
+        return plan(
+            Phase.RUNNING,
+            c.standard(
+                ready=False, reason=Reason.TRAINING, message=msg, reconciling=True, **job_like
+            ),
+            {**counts, "start_time": kept["start_time"] or now},
+            apply_children=True,
+        )
+    return plan(
+        Phase.PENDING,
+        c.standard(
+            ready=False,
+            reason=Reason.STARTING_WORKERS,
+            reconciling=True,
+            **job_like,
+            message=f"{len(running)}/{workers} workers running",
+        ),
+        counts,
+        apply_children=True,
+    )
 
 
 def _finished(tj: dict[str, Any], prev: dict[str, Any], gen: int, now: datetime) -> Plan:
     """A finished run stays finished, like a Job. A spec edited afterwards is acknowledged
     truthfully: a condition says the change was not applied, and why."""
     conds = [x for x in prev.get("conditions") or [] if x.get("type") != SPEC_APPLIED]
-    finished_at = next((x.get("observedGeneration") for x in conds if x.get("type") == "Ready"),
-                       None) or gen
+    finished_at = (
+        next((x.get("observedGeneration") for x in conds if x.get("type") == "Ready"), None) or gen
+    )
     kept = c.keep(conds)
     if gen > finished_at:
-        kept += c.merge(prev.get("conditions"), [c.Cond(
-            SPEC_APPLIED, False, Reason.SPEC_CHANGE_NOT_APPLIED,
-            f"the run finished at generation {finished_at}; a finished TrainingJob does not run "
-            "again: create a new TrainingJob to train with the changed spec")], gen, now)
-    status = TrainingJobStatus.model_validate({
-        **{k: prev[k] for k in ("startTime", "restarts", "completionTime", "model", "active",
-                                "succeeded", "failed") if k in prev},
-        "observedGeneration": gen, "phase": prev["phase"],
-    }).model_copy(update={"conditions": kept})
+        kept += c.merge(
+            prev.get("conditions"),
+            [
+                c.Cond(
+                    SPEC_APPLIED,
+                    False,
+                    Reason.SPEC_CHANGE_NOT_APPLIED,
+                    f"the run finished at generation {finished_at}; a finished TrainingJob does not run "
+                    "again: create a new TrainingJob to train with the changed spec",
+                )
+            ],
+            gen,
+            now,
+        )
+    carried: dict[str, Any] = {
+        **{
+            k: prev[k]
+            for k in (
+                "startTime",
+                "restarts",
+                "completionTime",
+                "model",
+                "active",
+                "succeeded",
+                "failed",
+            )
+            if k in prev
+        },
+        "observedGeneration": gen,
+        "phase": prev["phase"],
+    }
+    status = TrainingJobStatus.model_validate(carried).model_copy(update={"conditions": kept})
     return Plan(status=status)
 
 
-def _succeeded(prev: dict[str, Any], pods: list[dict[str, Any]], location: str, now: datetime,
-               plan: Any, counts: dict[str, Any]) -> Plan:
+def _succeeded(
+    prev: dict[str, Any],
+    pods: list[dict[str, Any]],
+    location: str,
+    now: datetime,
+    plan: Any,
+    counts: dict[str, Any],
+) -> Plan:
     result = next((r for p in pods if (r := observe.termination_result(p)) and "model" in r), {})
     model = {**(prev.get("model") or {}), **(result.get("model") or {})}
     artifact = ModelArtifact.model_validate({**model, "location": location}) if model else None
     acc = artifact.metrics.get("accuracy") if artifact else None
     msg = "training finished" + (f", test accuracy {acc:.4f}" if acc is not None else "")
     # An early-stopped run is complete, not at the percent of epochs it ran.
-    progress = Progress.model_validate({**(prev.get("progress") or {}), "percent": 100,
-                                        "etaSeconds": 0})
-    return plan(Phase.SUCCEEDED, c.standard(ready=True, reason=Reason.SUCCEEDED, message=msg,
-                                            succeeded=True, failed=False),
-                {**counts, "completion_time": now, "model": artifact, "progress": progress},
-                events=[("Normal", Reason.SUCCEEDED, msg)])
+    progress = Progress.model_validate(
+        {**(prev.get("progress") or {}), "percent": 100, "etaSeconds": 0}
+    )
+    return plan(
+        Phase.SUCCEEDED,
+        c.standard(ready=True, reason=Reason.SUCCEEDED, message=msg, succeeded=True, failed=False),
+        {**counts, "completion_time": now, "model": artifact, "progress": progress},
+        events=[("Normal", Reason.SUCCEEDED, msg)],
+    )
 
 
-def _failed(tj: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]],
-            counts: dict[str, Any], plan: Any) -> Plan:
+def _failed(
+    tj: dict[str, Any],
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    counts: dict[str, Any],
+    plan: Any,
+) -> Plan:
     spec = tj["spec"]
     failed = observe.failed_pods(pods)
     codes = observe.exit_codes(failed)
@@ -178,30 +294,66 @@ def _failed(tj: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]],
     cond = observe.job_condition(job, "Failed") or {}
     permanent, extra = None, dict(counts)
     if cond.get("reason") == "DeadlineExceeded":
-        permanent = (Reason.DEADLINE_EXCEEDED,
-                     f"activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')}s) passed")
+        permanent = (
+            Reason.DEADLINE_EXCEEDED,
+            f"activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')}s) passed",
+        )
     elif ExitCode.REJECTED in codes:
-        permanent = (Reason.BELOW_EVALUATION_GATE, result.get("message")
-                     or "the model did not reach spec.evaluation.minimum")
+        permanent = (
+            Reason.BELOW_EVALUATION_GATE,
+            result.get("message") or "the model did not reach spec.evaluation.minimum",
+        )
         if result.get("metrics"):
             extra["metrics"] = {"latest": result["metrics"]}
     elif ExitCode.INVALID_CONFIG in codes:
-        permanent = (Reason.INVALID_CONFIG, result.get("message") or "the runtime rejected its config")
+        permanent = (
+            Reason.INVALID_CONFIG,
+            result.get("message") or "the runtime rejected its config",
+        )
     if permanent:
-        return plan(Phase.FAILED, c.standard(ready=False, reason=permanent[0], message=permanent[1],
-                                             stalled=True, succeeded=False, failed=True),
-                    extra, events=[("Warning", permanent[0], permanent[1])])
+        return plan(
+            Phase.FAILED,
+            c.standard(
+                ready=False,
+                reason=permanent[0],
+                message=permanent[1],
+                stalled=True,
+                succeeded=False,
+                failed=True,
+            ),
+            extra,
+            events=[("Warning", permanent[0], permanent[1])],
+        )
     restarts = attempt(tj)
     detail = result.get("message") or cond.get("message") or "a worker failed"
     limit = spec.get("backoffLimit", 0)
     if restarts < limit:
         msg = f"restarting the group from the latest checkpoint ({restarts + 1}/{limit}): {detail}"
-        return plan(Phase.RESTARTING, c.standard(ready=False, reason=Reason.WORKER_FAILED,
-                                                 message=msg, reconciling=True, succeeded=False,
-                                                 failed=False),
-                    {**extra, "restarts": restarts + 1}, restart=True,
-                    events=[("Warning", Reason.WORKER_FAILED, msg)])
+        return plan(
+            Phase.RESTARTING,
+            c.standard(
+                ready=False,
+                reason=Reason.WORKER_FAILED,
+                message=msg,
+                reconciling=True,
+                succeeded=False,
+                failed=False,
+            ),
+            {**extra, "restarts": restarts + 1},
+            restart=True,
+            events=[("Warning", Reason.WORKER_FAILED, msg)],
+        )
     msg = f"failed after {restarts} restart(s), backoffLimit {limit}: {detail}"
-    return plan(Phase.FAILED, c.standard(ready=False, reason=Reason.BACKOFF_LIMIT_EXCEEDED,
-                                         message=msg, stalled=True, succeeded=False, failed=True),
-                extra, events=[("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)])
+    return plan(
+        Phase.FAILED,
+        c.standard(
+            ready=False,
+            reason=Reason.BACKOFF_LIMIT_EXCEEDED,
+            message=msg,
+            stalled=True,
+            succeeded=False,
+            failed=True,
+        ),
+        extra,
+        events=[("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)],
+    )
