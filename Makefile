@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # (another clone on this machine may have installed itself there last).
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
-.PHONY: help setup venv control-plane demo test unit integration e2e cluster-up cluster-down \
+.PHONY: help setup venv control-plane demo test lint unit integration e2e cluster-up cluster-down \
         crds crds-check bench clean
 
 help: ## this list
@@ -28,8 +28,13 @@ setup: venv control-plane
 demo: setup ## the main job: start the platform locally and show it working
 	@$(PY) hack/demo.py
 
-test: setup ## every test: unit, integration (real API server) and end-to-end
+test: setup lint ## every test: lint, unit, integration (real API server) and end-to-end
 	$(PY) -m pytest tests
+
+lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
+	$(VENV)/bin/ruff check operator runtime
+	$(VENV)/bin/ruff format --check operator runtime
+	$(VENV)/bin/mypy operator/tauon_operator runtime/tauon_runtime
 
 unit: venv ## unit tests only (no cluster)
 	$(PY) -m pytest tests/unit

@@ -47,6 +47,13 @@ os.chmod(tmp, 0o755)
 os.replace(tmp, f"{venv}/bin/helm")
 PY
 fi
+# The linters, pinned in pyproject's `lint` extra, layered on (fast when already there).
+lint=$("$PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["lint"]))')
+if [ "$(cat "$VENV/.lint" 2>/dev/null)" != "$lint" ]; then
+  # shellcheck disable=SC2086 # one word per requirement
+  "$VENV/bin/python" -m pip install -q $lint >&2
+  printf '%s' "$lint" >"$VENV/.lint"
+fi
 # Editable install of this checkout (fast: no dependency resolution).
 log=$(mktemp)
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1 || {
