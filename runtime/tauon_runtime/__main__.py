@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from typing import Any
 
 from tauon_runtime.contract.keys import ExitCode
 
@@ -23,14 +24,20 @@ _COMMANDS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tauon-runtime", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tauon-runtime",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train,serve}")
     for name, text in _COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--config", metavar="PATH",
-                       help="run config, JSON or YAML (default: $TAUON_RUN_CONFIG or $TAUON_RUN_CONFIG_JSON)")
+        p.add_argument(
+            "--config",
+            metavar="PATH",
+            help="run config, JSON or YAML (default: $TAUON_RUN_CONFIG or $TAUON_RUN_CONFIG_JSON)",
+        )
     return parser
 
 
@@ -40,10 +47,15 @@ def _run(command: str, config_path: str | None) -> int:
     from tauon_runtime.report import Reporter, StatusReporter, write_termination_log
 
     try:
-        cfg = load_config(PrepareConfig if command == "prepare" else TrainConfig, config_path)
+        kind: type[PrepareConfig | TrainConfig] = (
+            PrepareConfig if command == "prepare" else TrainConfig
+        )
+        cfg: Any = load_config(kind, config_path)
     except ConfigError as e:
         print(f"tauon-runtime {command}: {e}", file=sys.stderr)
-        write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)}
+        )
         return ExitCode.INVALID_CONFIG
     try:
         if command == "prepare":
@@ -54,8 +66,16 @@ def _run(command: str, config_path: str | None) -> int:
                 result = prepare(cfg, reporter)
             finally:
                 reporter.close()
-            write_termination_log({"event": "finished", "result": "succeeded", **{
-                k: result[k] for k in ("digest", "counts", "numClasses", "shape", "bytes", "path")}})
+            write_termination_log(
+                {
+                    "event": "finished",
+                    "result": "succeeded",
+                    **{
+                        k: result[k]
+                        for k in ("digest", "counts", "numClasses", "shape", "bytes", "path")
+                    },
+                }
+            )
         else:
             from tauon_runtime.train import ModelRejected, train
 
@@ -67,11 +87,13 @@ def _run(command: str, config_path: str | None) -> int:
                 return ExitCode.REJECTED
             write_termination_log({"event": "finished", **result})
         return ExitCode.OK
-    except Exception as e:  # noqa: BLE001 - the last line of defence: a clear message, an exit code
+    except Exception as e:
         reason = type(e).__name__
         print(f"tauon-runtime {command}: {reason}: {e}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
-        write_termination_log({"event": "error", "result": "failed", "error": reason, "message": str(e)})
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": reason, "message": str(e)}
+        )
         return ExitCode.FAILED
 
 

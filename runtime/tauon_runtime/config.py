@@ -49,7 +49,9 @@ def load_config(kind_model: type[ConfigT], path: str | os.PathLike[str] | None =
     elif os.environ.get(ENV_CONFIG_JSON):
         origin, text = f"${ENV_CONFIG_JSON}", os.environ[ENV_CONFIG_JSON]
     else:
-        raise ConfigError(f"no run config: pass --config PATH or set {ENV_CONFIG_PATH} or {ENV_CONFIG_JSON}")
+        raise ConfigError(
+            f"no run config: pass --config PATH or set {ENV_CONFIG_PATH} or {ENV_CONFIG_JSON}"
+        )
     try:
         data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:

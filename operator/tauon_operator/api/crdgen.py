@@ -183,9 +183,9 @@ def _strip_defaults(node: Any) -> Any:
 def openapi_schema(kind: type[Resource]) -> dict[str, Any]:
     """The `openAPIV3Schema` of a kind: apiVersion, kind, metadata, spec and status."""
     fields = kind.model_fields
-    spec = structural(fields["spec"].annotation)
+    spec = structural(fields["spec"].annotation)  # type: ignore[arg-type]
     spec["description"] = fields["spec"].description
-    status = _strip_defaults(structural(fields["status"].annotation))
+    status = _strip_defaults(structural(fields["status"].annotation))  # type: ignore[arg-type]
     status["description"] = fields["status"].description
     return {
         "description": " ".join((kind.__doc__ or "").split()),

@@ -80,11 +80,11 @@ class Resource(StatusModel):
         meta = body.get("metadata") or {}
         key = (cls.KIND, meta.get("uid"), meta.get("resourceVersion"))
         if None in key[1:]:
-            return cls.parse({k: v for k, v in body.items() if k != "status"}).spec
+            return cls.parse({k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
         if (spec := _PARSED.get(key)) is None:
             if len(_PARSED) >= _PARSED_MAX:
                 _PARSED.pop(next(iter(_PARSED)))
-            spec = _PARSED[key] = cls.parse({k: v for k, v in body.items() if k != "status"}).spec
+            spec = _PARSED[key] = cls.parse({k: v for k, v in body.items() if k != "status"}).spec  # type: ignore[attr-defined]
         return spec
 
     @classmethod

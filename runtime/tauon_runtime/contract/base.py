@@ -32,8 +32,9 @@ class ContractModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None,
-        reason: str | None = None) -> dict[str, Any]:
+def cel(
+    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
     """One `x-kubernetes-validations` entry, spelled the way the API server wants it."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:

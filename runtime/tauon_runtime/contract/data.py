@@ -38,7 +38,9 @@ class SyntheticSource(ContractModel):
         )
     }
 
-    num_samples: int = Field(1000, ge=10, le=10_000_000, description="Number of samples to generate.")
+    num_samples: int = Field(
+        1000, ge=10, le=10_000_000, description="Number of samples to generate."
+    )
     num_classes: int = Field(10, ge=2, le=100_000, description="Number of classes.")
     shape: tuple[Dimension, ...] = Field(
         (1, 28, 28),
@@ -94,7 +96,9 @@ class S3Source(ContractModel):
 
     bucket: str = Field(max_length=255, description="Bucket name.")
     key: str = Field(max_length=1024, description="Object key.")
-    endpoint: str | None = Field(None, max_length=2048, description="Endpoint URL, for non-AWS storage.")
+    endpoint: str | None = Field(
+        None, max_length=2048, description="Endpoint URL, for non-AWS storage."
+    )
     sha256: Sha256 | None = Field(None, description="Expected SHA-256 of the object.")
 
 
@@ -119,7 +123,9 @@ class DatasetSource(ContractModel):
 
     builtin: BuiltinSource | None = Field(None, description="A data set bundled with the runtime.")
     synthetic: SyntheticSource | None = Field(None, description="Generated data.")
-    http: HttpSource | None = Field(None, description="A file downloaded over HTTP(S), pinned by sha256.")
+    http: HttpSource | None = Field(
+        None, description="A file downloaded over HTTP(S), pinned by sha256."
+    )
     pvc: PvcSource | None = Field(None, description="A path on an existing PersistentVolumeClaim.")
     s3: S3Source | None = Field(None, description="Reserved for a later release; rejected today.")
 
@@ -156,12 +162,17 @@ class Splits(ContractModel):
 
     train: float = Field(0.8, gt=0, le=1, description="Fraction of samples used for training.")
     validation: float = Field(
-        0.1, ge=0, lt=1, description="Fraction held out for per-epoch validation and early stopping."
+        0.1,
+        ge=0,
+        lt=1,
+        description="Fraction held out for per-epoch validation and early stopping.",
     )
     test: float = Field(
         0.1, ge=0, lt=1, description="Fraction held out for the final evaluation of the model."
     )
-    seed: int = Field(0, ge=0, description="Seed of the (stratified) shuffle: the same seed gives the same split.")
+    seed: int = Field(
+        0, ge=0, description="Seed of the (stratified) shuffle: the same seed gives the same split."
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> Splits:
@@ -201,12 +212,16 @@ class PrepareConfig(ContractModel):
 
     source: DatasetSource = Field(description="Where the data comes from (exactly one kind).")
     format: DatasetFormat = Field("auto", description=FORMAT_DESCRIPTION)
-    splits: Splits = Field(default_factory=Splits, description="Train, validation and test fractions.")
+    splits: Splits = Field(
+        default_factory=Splits, description="Train, validation and test fractions."
+    )
     preprocessing: Preprocessing = Field(
-        default_factory=Preprocessing, description="Resizing and normalisation applied at prepare time."
+        default_factory=Preprocessing,
+        description="Resizing and normalisation applied at prepare time.",
     )
     output_dir: str = Field(description="Runtime only: directory for the prepared layout.")
     source_dir: str | None = Field(
-        None, description="Runtime only: where the pvc source's claim is mounted in the pod; "
-        "`source.pvc.path` is resolved below it."
+        None,
+        description="Runtime only: where the pvc source's claim is mounted in the pod; "
+        "`source.pvc.path` is resolved below it.",
     )

@@ -39,9 +39,13 @@ class ServeConfig(ContractModel):
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Larger bodies get 413.")
     request_timeout_seconds: float = Field(30, gt=0, description="Per-request timeout.")
     drain_seconds: float = Field(
-        3, ge=0, le=300, description="After SIGTERM, keep answering (while reporting not ready) "
+        3,
+        ge=0,
+        le=300,
+        description="After SIGTERM, keep answering (while reporting not ready) "
         "this long, so Services stop routing here before the listener closes: a rollout drops "
-        "no request.")
+        "no request.",
+    )
     feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
     feedback_path: str | None = Field(
         None, description="Runtime only: the JSONL file feedback is appended to (on a volume)."

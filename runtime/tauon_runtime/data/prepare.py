@@ -41,8 +41,8 @@ def stratified_split(y: np.ndarray, splits: Splits) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = int(round(len(idx) * splits.test))
-        n_val = int(round(len(idx) * splits.validation))
+        n_test = round(len(idx) * splits.test)
+        n_val = round(len(idx) * splits.validation)
         parts["test"].append(idx[:n_test])
         parts["validation"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
@@ -116,9 +116,15 @@ def prepare(cfg: PrepareConfig, reporter: Reporter | None = None) -> dict[str, A
             shutil.rmtree(out, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
-    reporter.event("finished", command="prepare", result="succeeded", **{
-        k: manifest[k] for k in ("digest", "counts", "classes", "numClasses", "shape", "bytes", "path")
-    })
+    reporter.event(
+        "finished",
+        command="prepare",
+        result="succeeded",
+        **{
+            k: manifest[k]
+            for k in ("digest", "counts", "classes", "numClasses", "shape", "bytes", "path")
+        },
+    )
     return manifest
 
 
@@ -149,7 +155,7 @@ def _write_version(cfg: PrepareConfig, raw: RawData, out: Path, work: Path) -> d
         "layoutVersion": LAYOUT_VERSION,
         "digest": digest,
         "path": rel,
-        "counts": {s: int(len(index[s])) for s in SPLITS},
+        "counts": {s: len(index[s]) for s in SPLITS},
         "classes": raw.classes,
         "numClasses": len(raw.classes),
         "shape": [int(d) for d in x.shape[1:]],
@@ -172,4 +178,6 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     """What the Dataset's status learns from a prepare event."""
     if event != "finished":
         return None
-    return {"status": {k: fields[k] for k in ("digest", "counts", "classes", "bytes") if k in fields}}
+    return {
+        "status": {k: fields[k] for k in ("digest", "counts", "classes", "bytes") if k in fields}
+    }

@@ -54,10 +54,14 @@ def synthetic(src: SyntheticSource) -> RawData:
     low = rng.random((src.num_classes, c, max(1, h // 2), max(1, w // 2)), dtype=np.float32)
     protos = low.repeat(2, axis=2).repeat(2, axis=3)[:, :, :h, :w]
     if protos.shape[2:] != (h, w):  # odd or unit sizes: pad by edge
-        protos = np.pad(protos, ((0, 0), (0, 0), (0, h - protos.shape[2]), (0, w - protos.shape[3])), "edge")
+        protos = np.pad(
+            protos, ((0, 0), (0, 0), (0, h - protos.shape[2]), (0, w - protos.shape[3])), "edge"
+        )
     y = rng.permutation(np.arange(src.num_samples) % src.num_classes).astype(np.int64)
     x = np.empty((src.num_samples, c, h, w), dtype=np.uint8)
-    for start in range(0, src.num_samples, 1024):  # in chunks: 224x224 images would not fit as float64
+    for start in range(
+        0, src.num_samples, 1024
+    ):  # in chunks: 224x224 images would not fit as float64
         part = y[start : start + 1024]
         noisy = 0.65 * protos[part] + 0.35 * rng.random((len(part), c, h, w), dtype=np.float32)
         x[start : start + len(part)] = np.rint(noisy * 255)
@@ -125,7 +129,9 @@ def detect_format(root: Path) -> str:
             return "csv"
         if any(p.is_dir() for p in root.iterdir()):
             return "imagefolder"
-    raise DataError(f"{root} is neither an ImageFolder tree (one directory per class) nor a CSV file")
+    raise DataError(
+        f"{root} is neither an ImageFolder tree (one directory per class) nor a CSV file"
+    )
 
 
 def load_path(path: Path, fmt: str, work: Path, side: int | None = None) -> RawData:
@@ -151,7 +157,7 @@ def read_imagefolder(root: Path, side: int | None = None) -> RawData:
     ]
     if len(class_dirs) < 2 or not files:
         raise DataError(f"ImageFolder {root} needs at least two class directories with images")
-    images = []
+    images: list[Image.Image] = []
     for _, f in files:
         with Image.open(f) as im:
             im.load()
@@ -163,7 +169,9 @@ def read_imagefolder(root: Path, side: int | None = None) -> RawData:
     arrays = [np.asarray(im) for im in images]
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
-        raise DataError(f"images in {root} have different sizes {sorted(sizes)[:3]}...; set preprocessing.resize")
+        raise DataError(
+            f"images in {root} have different sizes {sorted(sizes)[:3]}...; set preprocessing.resize"
+        )
     x = np.stack(arrays)
     x = x[:, None] if gray else x.transpose(0, 3, 1, 2)
     y = np.array([i for i, _ in files], dtype=np.int64)
@@ -175,7 +183,9 @@ def _infer_shape(n: int) -> tuple[int, int, int]:
         side = round((n / c) ** 0.5)
         if n % c == 0 and side * side * c == n:
             return c, side, side
-    raise DataError(f"cannot infer an image shape from {n} pixel columns (expected C*S*S with C in 1, 3)")
+    raise DataError(
+        f"cannot infer an image shape from {n} pixel columns (expected C*S*S with C in 1, 3)"
+    )
 
 
 def read_csv(path: Path) -> RawData:
@@ -201,7 +211,9 @@ def read_csv(path: Path) -> RawData:
     except ValueError as e:
         raise DataError(f"{path}: non-numeric pixel value ({e})") from None
     c, h, w = _infer_shape(pixels.shape[1])
-    names = sorted(set(labels), key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
+    names = sorted(
+        set(labels), key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s)
+    )
     index = {name: i for i, name in enumerate(names)}
     whole = np.all(pixels == np.rint(pixels)) and pixels.min() >= 0 and pixels.max() <= 255
     x = (pixels.astype(np.uint8) if whole else pixels.astype(np.float32)).reshape(-1, c, h, w)

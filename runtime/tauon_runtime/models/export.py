@@ -1,8 +1,8 @@
 """Exported models: safetensors weights plus a JSON model card, verified before loading.
 
-    <outputDir>/model/
-      model.safetensors   the state_dict (no pickle: weights only)
-      model.json          the model card; its `sha256` is the digest of model.safetensors
+<outputDir>/model/
+  model.safetensors   the state_dict (no pickle: weights only)
+  model.json          the model card; its `sha256` is the digest of model.safetensors
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ def unwrap(model: nn.Module) -> nn.Module:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = model._orig_mod  # type: ignore[assignment] # torch.compile's wrapper
         else:
             return model
 
@@ -63,7 +63,7 @@ def export_model(model: nn.Module, model_dir: str | Path, card: dict[str, Any]) 
     card = {
         **card,
         "sha256": sha256_hex(payload),
-        "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
         "framework": {"torch": torch.__version__},
     }
     stage = model_dir.with_name(f".{model_dir.name}.tmp-{os.getpid()}")
@@ -80,8 +80,11 @@ def export_model(model: nn.Module, model_dir: str | Path, card: dict[str, Any]) 
     return card
 
 
-def load_exported(model_dir: str | Path, expected_sha256: str | None = None,
-                  map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_exported(
+    model_dir: str | Path,
+    expected_sha256: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
     """Load an exported model in eval mode, after checking its sha256.
 
     The weights are read once, hashed, compared with the card's `sha256` and with
@@ -102,7 +105,9 @@ def load_exported(model_dir: str | Path, expected_sha256: str | None = None,
                 f"{model_dir / WEIGHTS}: sha256 {got} does not match {want} expected by {who}; refusing to load"
             )
     c, h, _ = card["inputShape"]
-    model = build_model(card["architecture"], card["numClasses"], c, h, card.get("modelOptions") or {})
+    model = build_model(
+        card["architecture"], card["numClasses"], c, h, card.get("modelOptions") or {}
+    )
     model.load_state_dict(load_safetensors(payload))
     return model.to(map_location).eval(), card
 

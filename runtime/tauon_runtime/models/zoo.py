@@ -27,13 +27,22 @@ def _flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
 class SmallCNN(nn.Module):
     """The seed's CNN: two conv+pool blocks, two linear layers."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int,
-                 width: int = 32, hidden: int = 128, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        width: int = 32,
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2, ceil_mode=True),  # ceil: tiny images still keep one pixel
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2, ceil_mode=True),
         )
         self.classifier = nn.Sequential(
@@ -54,13 +63,19 @@ class LeNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(in_channels, 6, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(6, 16, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(_flat_size(self.features, in_channels, image_size), 120), nn.ReLU(inplace=True),
-            nn.Linear(120, 84), nn.ReLU(inplace=True),
+            nn.Linear(_flat_size(self.features, in_channels, image_size), 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
             nn.Linear(84, num_classes),
         )
 
@@ -68,8 +83,13 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _mlp(in_channels: int, num_classes: int, image_size: int,
-         hidden: list[int] | tuple[int, ...] = (256, 128), dropout: float = 0.1) -> nn.Module:
+def _mlp(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    hidden: list[int] | tuple[int, ...] = (256, 128),
+    dropout: float = 0.1,
+) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_channels * image_size * image_size
     for h in hidden:
@@ -79,7 +99,9 @@ def _mlp(in_channels: int, num_classes: int, image_size: int,
 
 
 def _resnet(depth: int) -> Callable[..., nn.Module]:
-    def build(in_channels: int, num_classes: int, image_size: int, small_stem: bool | None = None) -> nn.Module:
+    def build(
+        in_channels: int, num_classes: int, image_size: int, small_stem: bool | None = None
+    ) -> nn.Module:
         import torchvision
 
         model = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
@@ -93,18 +115,32 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
     return build
 
 
-def _mobilenet_v3_small(in_channels: int, num_classes: int, image_size: int,
-                        dropout: float = 0.2, small_stem: bool | None = None) -> nn.Module:
+def _mobilenet_v3_small(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    dropout: float = 0.2,
+    small_stem: bool | None = None,
+) -> nn.Module:
     import torchvision
 
-    model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes, dropout=dropout)
+    model = torchvision.models.mobilenet_v3_small(
+        weights=None, num_classes=num_classes, dropout=dropout
+    )
     small = small_stem if small_stem is not None else image_size < SMALL_IMAGE
-    model.features[0][0] = nn.Conv2d(in_channels, 16, 3, stride=1 if small else 2, padding=1, bias=False)
+    model.features[0][0] = nn.Conv2d(
+        in_channels, 16, 3, stride=1 if small else 2, padding=1, bias=False
+    )
     return model
 
 
-def _vgg11(in_channels: int, num_classes: int, image_size: int,
-           hidden: int | None = None, dropout: float = 0.5) -> nn.Module:
+def _vgg11(
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    hidden: int | None = None,
+    dropout: float = 0.5,
+) -> nn.Module:
     import torchvision
 
     model = torchvision.models.vgg11(weights=None, num_classes=num_classes, dropout=dropout)
@@ -119,8 +155,12 @@ def _vgg11(in_channels: int, num_classes: int, image_size: int,
         hidden = hidden or 512
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier = nn.Sequential(
-            nn.Linear(512, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(512, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
     elif hidden:
@@ -144,11 +184,18 @@ assert tuple(_BUILDERS) == ARCHITECTURES, "contract.ARCHITECTURES and the zoo di
 _OPTION_NAMES = {"smallStem": "small_stem"}
 
 
-def build_model(architecture: str, num_classes: int, in_channels: int, image_size: int,
-                options: dict[str, Any] | None = None) -> nn.Module:
+def build_model(
+    architecture: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    options: dict[str, Any] | None = None,
+) -> nn.Module:
     """Build `architecture` for [in_channels, image_size, image_size] inputs and `num_classes`."""
     if architecture not in _BUILDERS:
-        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
     kwargs = {_OPTION_NAMES.get(k, k): v for k, v in (options or {}).items()}
     try:
         return _BUILDERS[architecture](in_channels, num_classes, image_size, **kwargs)

@@ -24,8 +24,7 @@ __all__ = ["main", "serve"]
 log = logging.getLogger("tauon_runtime.serve")
 
 
-
-async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: ANN001 (ServeConfig)
+async def serve(config, *, stop: asyncio.Event | None = None) -> int:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
     from aiohttp import web
 
@@ -39,19 +38,30 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
         app = create_app(config)
     except (ValueError, OSError) as e:  # e.g. feedback enabled without a path, unwritable volume
         log.error("cannot start: %s", e)
-        write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)}
+        )
         return ExitCode.INVALID_CONFIG
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=min(30.0, config.request_timeout_seconds))
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=min(30.0, config.request_timeout_seconds)
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     try:
         await site.start()
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
-        write_termination_log({"event": "error", "result": "failed", "error": "ListenFailed", "message": str(e)})
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": "ListenFailed", "message": str(e)}
+        )
         await runner.cleanup()
         return ExitCode.FAILED
-    log.info("listening on http://%s:%d (not ready until model %s is loaded)", config.host, config.port, config.model_name)
+    log.info(
+        "listening on http://%s:%d (not ready until model %s is loaded)",
+        config.host,
+        config.port,
+        config.model_name,
+    )
 
     reporter = Reporter()
     loop = asyncio.get_running_loop()
@@ -63,7 +73,12 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
             pass
     try:
         model = await loop.run_in_executor(
-            None, ServedModel.load, config.model_dir, config.model_name, config.expected_sha256, config.device
+            None,
+            ServedModel.load,
+            config.model_dir,
+            config.model_name,
+            config.expected_sha256,
+            config.device,
         )
         await activate(app, model)
     except Exception as e:
@@ -72,15 +87,27 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:  # noqa: A
             log.error("refusing to serve model %s: %s", config.model_name, e)
         else:
             log.exception("cannot load model %s from %s", config.model_name, config.model_dir)
-        result = reporter.event("error", command="serve", result="failed", error=reason, message=str(e))
+        result = reporter.event(
+            "error", command="serve", result="failed", error=reason, message=str(e)
+        )
         write_termination_log(result)
         await runner.cleanup()
         return ExitCode.REJECTED if isinstance(e, ModelIntegrityError) else ExitCode.FAILED
     served = app[STATE].model
-    reporter.event("ready", command="serve", model=config.model_name, sha256=served.digest,
-                   architecture=served.architecture, device=str(served.device), port=config.port)
+    assert served is not None  # activate() set it
+    reporter.event(
+        "ready",
+        command="serve",
+        model=config.model_name,
+        sha256=served.digest,
+        architecture=served.architecture,
+        device=str(served.device),
+        port=config.port,
+    )
     await stop.wait()
-    app[STATE].draining = True  # readiness fails first: endpoints drop this pod while it still answers
+    app[
+        STATE
+    ].draining = True  # readiness fails first: endpoints drop this pod while it still answers
     if config.drain_seconds:
         await asyncio.sleep(config.drain_seconds)
     reporter.event("finished", command="serve", result="stopped")
@@ -92,23 +119,31 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `tauon-runtime serve [--config PATH]`; returns the exit code."""
     from tauon_runtime.config import ConfigError, ServeConfig, load_config
 
-    parser = argparse.ArgumentParser(prog="tauon-runtime serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="run config file (JSON or YAML); default: $TAUON_RUN_CONFIG "
-                        "or $TAUON_RUN_CONFIG_JSON")
+    parser = argparse.ArgumentParser(
+        prog="tauon-runtime serve", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--config",
+        help="run config file (JSON or YAML); default: $TAUON_RUN_CONFIG or $TAUON_RUN_CONFIG_JSON",
+    )
     # Overrides for what a pod knows only at start: its own address (the downward API's
     # status.podIP) and port.
     parser.add_argument("--host", help="address to listen on (overrides the config's host)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides the config's port)")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     try:
         config = load_config(ServeConfig, args.config)
     except ConfigError as e:
         from tauon_runtime.report import write_termination_log
 
         print(f"tauon-runtime serve: {e}", file=sys.stderr)
-        write_termination_log({"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)})
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)}
+        )
         return ExitCode.INVALID_CONFIG
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:

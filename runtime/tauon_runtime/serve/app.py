@@ -66,7 +66,9 @@ class ServeState:
 
     def require_model(self, name: str) -> ServedModel:
         if name != self.config.model_name:
-            raise web.HTTPNotFound(text=f"unknown model {name!r}; this server serves {self.config.model_name!r}")
+            raise web.HTTPNotFound(
+                text=f"unknown model {name!r}; this server serves {self.config.model_name!r}"
+            )
         if self.model is None or self.batcher is None or not self.ready:
             raise web.HTTPServiceUnavailable(text=f"model {name!r} is not ready yet")
         return self.model
@@ -91,7 +93,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 @web.middleware
-async def _observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Turn every failure into a JSON error and count every request."""
     state = request.app[STATE]
     started = time.perf_counter()
@@ -105,7 +109,11 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
         if e.status < 400:
             raise
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
-        response = _error(e.status, message, headers={k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")})
+        response = _error(
+            e.status,
+            message,
+            headers={k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")},
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -115,7 +123,9 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
     state.metrics.requests.labels(route, request.method, str(code)).inc()
     state.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
     if code >= 400:
-        state.metrics.errors.labels(route, _REASONS.get(code, "internal" if code >= 500 else f"http_{code}")).inc()
+        state.metrics.errors.labels(
+            route, _REASONS.get(code, "internal" if code >= 500 else f"http_{code}")
+        ).inc()
     return response
 
 
@@ -128,7 +138,8 @@ def _check_length(request: web.Request) -> int:
     limit = request.app[STATE].config.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(
-            max_size=limit, actual_size=request.content_length,
+            max_size=limit,
+            actual_size=request.content_length,
             text=f"request body of {request.content_length} bytes is over the limit of {limit} bytes",
         )
     return limit
@@ -141,7 +152,9 @@ async def _within_timeout(request: web.Request, reading: Awaitable[Any]) -> Any:
         async with asyncio.timeout(timeout):
             return await reading
     except TimeoutError:
-        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout:g}s") from None
+        raise web.HTTPRequestTimeout(
+            text=f"the request body did not arrive within {timeout:g}s"
+        ) from None
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -150,7 +163,9 @@ async def _read_body(request: web.Request) -> bytes:
         return await _within_timeout(request, request.read())  # aiohttp enforces client_max_size
     except web.HTTPRequestEntityTooLarge:
         raise web.HTTPRequestEntityTooLarge(
-            max_size=limit, actual_size=limit + 1, text=f"request body is over the limit of {limit} bytes"
+            max_size=limit,
+            actual_size=limit + 1,
+            text=f"request body is over the limit of {limit} bytes",
         ) from None
 
 
@@ -178,7 +193,9 @@ async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.
     except TimeoutError:
         raise web.HTTPGatewayTimeout(text=f"inference did not finish within {timeout:g}s") from None
     except Overloaded as e:
-        raise web.HTTPServiceUnavailable(text=f"server overloaded: {e}; retry later", headers={"Retry-After": "1"}) from None
+        raise web.HTTPServiceUnavailable(
+            text=f"server overloaded: {e}; retry later", headers={"Retry-After": "1"}
+        ) from None
     except BatcherClosed as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
 
@@ -192,7 +209,9 @@ def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source:
     for i, k in enumerate(top):
         pid = str(uuid.uuid4())
         label = classes[int(k)]
-        state.predictions.put(make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES))
+        state.predictions.put(
+            make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES)
+        )
         state.metrics.predictions.labels(label).inc()
         ids.append(pid)
     return ids
@@ -223,7 +242,9 @@ def _versioned_model(request: web.Request) -> ServedModel:
     model = request.app[STATE].require_model(request.match_info["name"])
     version = request.match_info.get("version")
     if version is not None and version != _version(model):
-        raise web.HTTPNotFound(text=f"model {model.name!r} has no version {version!r}; it serves {_version(model)!r}")
+        raise web.HTTPNotFound(
+            text=f"model {model.name!r} has no version {version!r}; it serves {_version(model)!r}"
+        )
     return model
 
 
@@ -256,9 +277,12 @@ async def model_ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name = request.match_info["name"]
     if name != state.config.model_name:
-        raise web.HTTPNotFound(text=f"unknown model {name!r}; this server serves {state.config.model_name!r}")
-    return web.json_response({"name": name, "ready": state.reports_ready},
-                             status=200 if state.reports_ready else 503)
+        raise web.HTTPNotFound(
+            text=f"unknown model {name!r}; this server serves {state.config.model_name!r}"
+        )
+    return web.json_response(
+        {"name": name, "ready": state.reports_ready}, status=200 if state.reports_ready else 503
+    )
 
 
 def _parse_v2(body: bytes, model: ServedModel) -> tuple[np.ndarray, dict[str, Any]]:
@@ -268,7 +292,9 @@ def _parse_v2(body: bytes, model: ServedModel) -> tuple[np.ndarray, dict[str, An
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
         count = len(inputs) if isinstance(inputs, list) else 0
-        raise BadInput(f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {count}")
+        raise BadInput(
+            f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {count}"
+        )
     x, _ = decode_v2_input(inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST)
     return x, req
 
@@ -280,7 +306,9 @@ async def infer(request: web.Request) -> web.Response:
     with state.batcher.arrival() as arrival:
         body = await _read_body(request)
         x, req = await _off_loop(len(body), _parse_v2, body, model)
-        wanted = [o.get("name") if isinstance(o, dict) else o for o in (req.get("outputs") or [])] or list(OUTPUTS)
+        wanted: list[str] = [
+            str(o.get("name")) if isinstance(o, dict) else o for o in (req.get("outputs") or [])
+        ] or list(OUTPUTS)
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
             raise BadInput(f"unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}")
@@ -291,7 +319,11 @@ async def infer(request: web.Request) -> web.Response:
         if name == "probabilities":
             outputs.append(encode_v2_output(name, probs.astype(np.float32), "FP32"))
         else:
-            outputs.append(encode_v2_output(name, [model.classes[int(k)] for k in probs.argmax(axis=1)], "BYTES"))
+            outputs.append(
+                encode_v2_output(
+                    name, [model.classes[int(k)] for k in probs.argmax(axis=1)], "BYTES"
+                )
+            )
     response: dict[str, Any] = {
         "model_name": model.name,
         "model_version": _version(model),
@@ -309,10 +341,14 @@ async def infer(request: web.Request) -> web.Response:
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 # What curl -d, a bare POST or a generic client sends: the body tells what it is.
-SNIFF_TYPES = frozenset({"application/octet-stream", "application/x-www-form-urlencoded", "text/plain"})
+SNIFF_TYPES = frozenset(
+    {"application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
+)
 
 
-async def _predict_inputs(request: web.Request, model: ServedModel) -> tuple[np.ndarray, np.ndarray, str]:
+async def _predict_inputs(
+    request: web.Request, model: ServedModel
+) -> tuple[np.ndarray, np.ndarray, str]:
     """-> (inputs for the model, inputs to remember, source)."""
     content_type = request.content_type
     loop = asyncio.get_running_loop()
@@ -330,22 +366,33 @@ async def _predict_inputs(request: web.Request, model: ServedModel) -> tuple[np.
         images = []
         for f in files:
             try:
-                images.append(await loop.run_in_executor(None, decode_image, f.file.read(), model.chw))
+                images.append(
+                    await loop.run_in_executor(None, decode_image, f.file.read(), model.chw)
+                )
             except BadInput as e:
                 raise BadInput(f"file {f.filename or f.name!r}: {e}", e.status) from None
         pixels = np.stack(images)
         return pixels.astype(np.float32), pixels, "image"
-    if not (content_type.startswith("image/") or content_type in JSON_TYPES or content_type in SNIFF_TYPES):
+    if not (
+        content_type.startswith("image/")
+        or content_type in JSON_TYPES
+        or content_type in SNIFF_TYPES
+    ):
         raise BadInput(
             f"unsupported Content-Type {content_type!r}; send image/png, image/jpeg, "
             "multipart/form-data with image files, or application/json",
             status=415,
         )
     body = await _read_body(request)
-    is_json = content_type in JSON_TYPES or (content_type in SNIFF_TYPES and body.lstrip()[:1] == b"{")
+    is_json = content_type in JSON_TYPES or (
+        content_type in SNIFF_TYPES and body.lstrip()[:1] == b"{"
+    )
     if is_json:
         x = await _off_loop(
-            len(body), lambda: parse_array_body(_json(body), model.chw, MAX_SAMPLES_PER_REQUEST).astype(np.float32)
+            len(body),
+            lambda: parse_array_body(_json(body), model.chw, MAX_SAMPLES_PER_REQUEST).astype(
+                np.float32
+            ),
         )
         return x, x, "array"
     pixels = (await loop.run_in_executor(None, decode_image, body, model.chw))[None]
@@ -378,8 +425,12 @@ async def predict(request: web.Request) -> web.Response:
     predictions = []
     for i, pid in enumerate(ids):
         top = [{"label": model.classes[int(j)], "score": float(probs[i, j])} for j in order[i]]
-        predictions.append({"predictionId": pid, "label": top[0]["label"], "score": top[0]["score"], "topK": top})
-    return web.json_response({"predictions": predictions, "modelName": model.name, "modelDigest": model.digest})
+        predictions.append(
+            {"predictionId": pid, "label": top[0]["label"], "score": top[0]["score"], "topK": top}
+        )
+    return web.json_response(
+        {"predictions": predictions, "modelName": model.name, "modelDigest": model.digest}
+    )
 
 
 def _feedback_label(body: dict[str, Any], classes: list[str]) -> str | None:
@@ -410,13 +461,17 @@ async def feedback(request: web.Request) -> web.Response:
         raise BadInput("'predictionId' (a string from /v1/predict) is required")
     true_label = _feedback_label(body, model.classes)
     score = body.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)):
+    if score is not None and (
+        isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)
+    ):
         raise BadInput(f"score must be a finite number, got {score!r}")
     if true_label is None and score is None:
         raise BadInput("send the true 'label' (or 'trueLabel'), a 'score', or both")
     record = state.predictions.get(pid)
     if record is None:
-        raise web.HTTPNotFound(text=f"unknown prediction id {pid!r} (unknown, or too old to be remembered)")
+        raise web.HTTPNotFound(
+            text=f"unknown prediction id {pid!r} (unknown, or too old to be remembered)"
+        )
     correct = None if true_label is None else true_label == record.label
     entry = {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
@@ -447,7 +502,9 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.batcher is not None:
         state.metrics.queue_depth.set(state.batcher.depth)
-    return web.Response(body=state.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=state.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -477,7 +534,12 @@ async def activate(app: web.Application, model: ServedModel) -> None:
     m.model_info.labels(model.name, model.architecture, model.digest, str(model.device)).set(1)
     m.model_ready.set(1)
     state.ready = True
-    log.info("model %s ready (batching: max %d samples, %g ms)", model.name, cfg.max_batch_size, cfg.max_latency_ms)
+    log.info(
+        "model %s ready (batching: max %d samples, %g ms)",
+        model.name,
+        cfg.max_batch_size,
+        cfg.max_latency_ms,
+    )
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -514,6 +576,7 @@ def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.App
     r.add_get("/metrics", metrics)
 
     if model is not None:
+
         async def _activate(app: web.Application) -> None:
             await activate(app, model)
 

@@ -115,7 +115,9 @@ class DynamicBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tauon-forward")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tauon-forward"
+        )
         self._worker = asyncio.create_task(self._run(), name="tauon-batcher")
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
@@ -123,7 +125,12 @@ class DynamicBatcher:
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_seconds
-        while (self.depth or self._busy) and loop.time() < deadline and self._worker and not self._worker.done():
+        while (
+            (self.depth or self._busy)
+            and loop.time() < deadline
+            and self._worker
+            and not self._worker.done()
+        ):
             await asyncio.sleep(0.005)
         if self._worker is not None:
             self._worker.cancel()
@@ -239,7 +246,9 @@ class DynamicBatcher:
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue
-            inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
+            inputs = (
+                batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
+            )
             started = time.perf_counter()
             self._busy = True
             try:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BadInput",
     "V2_DATATYPES",
+    "BadInput",
     "decode_image",
     "decode_v2_input",
     "encode_v2_output",
@@ -57,13 +57,17 @@ def _shape_str(shape: Sequence[int]) -> str:
 def _numeric(data: Any, what: str) -> np.ndarray:
     """Nested or flat JSON numbers to a float64 array, refusing strings, bools, ragged lists."""
     if not isinstance(data, list | tuple):
-        raise BadInput(f"{what} must be a list of numbers (flat or nested), got {type(data).__name__}")
+        raise BadInput(
+            f"{what} must be a list of numbers (flat or nested), got {type(data).__name__}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             arr = np.asarray(data)
     except (ValueError, TypeError, np.exceptions.VisibleDeprecationWarning):
-        raise BadInput(f"{what} is a ragged nested list: every row must have the same length") from None
+        raise BadInput(
+            f"{what} is a ragged nested list: every row must have the same length"
+        ) from None
     if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
         if arr.size == 0:
             return arr.astype(np.float64)
@@ -92,11 +96,12 @@ def decode_v2_input(
         )
     datatype = datatype.upper()
     shape = tensor["shape"]
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise BadInput(f"input {name!r} shape must be a list of non-negative integers, got {shape!r}")
+        raise BadInput(
+            f"input {name!r} shape must be a list of non-negative integers, got {shape!r}"
+        )
     expected = [-1, *chw]
     if len(shape) != 4 or tuple(shape[1:]) != chw:
         raise BadInput(
@@ -127,7 +132,12 @@ def decode_v2_input(
 
 def encode_v2_output(name: str, array: np.ndarray | list[str], datatype: str) -> dict[str, Any]:
     if isinstance(array, np.ndarray):
-        return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": array.ravel().tolist()}
+        return {
+            "name": name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+            "data": array.ravel().tolist(),
+        }
     return {"name": name, "datatype": datatype, "shape": [len(array)], "data": list(array)}
 
 
@@ -152,7 +162,9 @@ def parse_array_body(body: Any, chw: tuple[int, int, int], max_batch: int) -> np
     """
     expected = f"{_shape_str(chw)} (or [H, W, C], or {math.prod(chw)} flat values)"
     if not isinstance(body, dict) or ("instances" in body) == ("array" in body):
-        raise BadInput('JSON body must be {"instances": [sample, ...]} or {"array": sample_or_batch}')
+        raise BadInput(
+            'JSON body must be {"instances": [sample, ...]} or {"array": sample_or_batch}'
+        )
     if "instances" in body:
         instances = body["instances"]
         if not isinstance(instances, list) or not instances:
@@ -164,7 +176,9 @@ def parse_array_body(body: Any, chw: tuple[int, int, int], max_batch: int) -> np
             arr = _numeric(inst, f"instances[{i}]")
             sample = _as_sample(arr, chw)
             if sample is None:
-                raise BadInput(f"instances[{i}] has shape {_shape_str(arr.shape)}; expected {expected}")
+                raise BadInput(
+                    f"instances[{i}] has shape {_shape_str(arr.shape)}; expected {expected}"
+                )
             samples.append(sample)
         return np.stack(samples)
     arr = _numeric(body["array"], "'array'")
@@ -187,7 +201,9 @@ def decode_image(data: bytes, chw: tuple[int, int, int]) -> np.ndarray:
 
     c, h, w = chw
     if c not in (1, 3):
-        raise BadInput(f"this model takes {c}-channel input, which images cannot provide", status=415)
+        raise BadInput(
+            f"this model takes {c}-channel input, which images cannot provide", status=415
+        )
     if not data:
         raise BadInput("the image body is empty")
     try:
@@ -200,13 +216,19 @@ def decode_image(data: bytes, chw: tuple[int, int, int]) -> np.ndarray:
             raise BadInput(
                 f"image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS} pixels", status=413
             )
-        img = ImageOps.exif_transpose(img)
-        img = img.convert("L" if c == 1 else "RGB")
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+        decoded: Image.Image = ImageOps.exif_transpose(img)
+        decoded = decoded.convert("L" if c == 1 else "RGB")
+        if decoded.size != (w, h):
+            decoded = decoded.resize((w, h), Image.Resampling.BILINEAR)
+        arr = np.asarray(decoded, dtype=np.uint8)
     except BadInput:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as e:
         raise BadInput(f"could not decode the image: {e}") from None
     return arr[None] if c == 1 else np.moveaxis(arr, -1, 0).copy()

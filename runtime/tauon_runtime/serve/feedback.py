@@ -188,7 +188,11 @@ class FeedbackStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            log.info("feedback retention: dropped %d records older than %s days", dropped, self.retention_days)
+            log.info(
+                "feedback retention: dropped %d records older than %s days",
+                dropped,
+                self.retention_days,
+            )
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (blocking: call it from a thread)."""

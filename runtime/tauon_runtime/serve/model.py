@@ -34,7 +34,9 @@ def _check_preprocessing(card: dict[str, Any], channels: int) -> None:
     for key in ("mean", "std"):
         values = pre.get(key)
         if not isinstance(values, list) or len(values) != channels:
-            raise ValueError(f"model card preprocessing.{key} must list {channels} values, got {values!r}")
+            raise ValueError(
+                f"model card preprocessing.{key} must list {channels} values, got {values!r}"
+            )
     if any(float(s) <= 0 for s in pre["std"]) or float(pre.get("scale", 255.0)) <= 0:
         raise ValueError("model card preprocessing.std and .scale must be positive")
 
@@ -42,9 +44,13 @@ def _check_preprocessing(card: dict[str, Any], channels: int) -> None:
 class ServedModel:
     """A loaded, warmed-up model; :meth:`forward` is called from one thread at a time."""
 
-    def __init__(self, module: torch.nn.Module, card: dict[str, Any], device: torch.device, name: str) -> None:
+    def __init__(
+        self, module: torch.nn.Module, card: dict[str, Any], device: torch.device, name: str
+    ) -> None:
         shape = card.get("inputShape")
-        if not (isinstance(shape, list | tuple) and len(shape) == 3 and all(int(d) > 0 for d in shape)):
+        if not (
+            isinstance(shape, list | tuple) and len(shape) == 3 and all(int(d) > 0 for d in shape)
+        ):
             raise ValueError(f"model card inputShape must be [C, H, W], got {shape!r}")
         self.name = name
         self.card = card
@@ -76,7 +82,12 @@ class ServedModel:
         served = cls(module, card, dev, name)
         log.info(
             "model %s loaded: %s, %d classes, input %s, sha256 %s, device %s, %.2fs",
-            name, served.architecture, len(served.classes), list(served.chw), served.digest, dev,
+            name,
+            served.architecture,
+            len(served.classes),
+            list(served.chw),
+            served.digest,
+            dev,
             time.perf_counter() - started,
         )
         return served
