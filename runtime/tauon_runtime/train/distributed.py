@@ -49,8 +49,12 @@ def setup(env: DistEnv, device: torch.device) -> None:
     """Join the process group (MASTER_ADDR/MASTER_PORT from env); NCCL on GPU, gloo on CPU."""
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, **kwargs)
+        dist.init_process_group(
+            backend,
+            rank=env.rank,
+            world_size=env.world_size,
+            device_id=device if device.type == "cuda" else None,
+        )
     if device.type == "cpu" and env.local_world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
         # Processes on one host share its cores; oversubscribing them slows everyone down.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // env.local_world_size))

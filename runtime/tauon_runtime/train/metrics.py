@@ -26,8 +26,9 @@ def summarize(confusion: torch.Tensor, loss_sum: float) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches, num_classes: int, prepare,
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, batches, num_classes: int, prepare, amp_dtype: torch.dtype | None = None
+) -> dict[str, float]:
     """Loss, accuracy and macro F1 over `batches` (this process's shard), exact across processes."""
     was_training = model.training
     model.eval()
@@ -39,7 +40,9 @@ def evaluate(model: nn.Module, batches, num_classes: int, prepare,
             logits = model(inputs).float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").double().cpu()
         pairs = targets.cpu() * num_classes + logits.argmax(1).cpu()
-        confusion += torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+        confusion += torch.bincount(pairs, minlength=num_classes * num_classes).view(
+            num_classes, num_classes
+        )
     model.train(was_training)
     device_of = next(model.parameters()).device
     confusion = all_reduce_sum(confusion.to(device_of)).cpu()
