@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field, model_validator
+
 from tauon_runtime.contract.train import (
     CHANNELS_LAST_DESCRIPTION,
     PRECISION_DESCRIPTION,
@@ -35,6 +36,7 @@ from .common import (
     rules,
 )
 
+
 class WorkerResources(Resources):
     """Compute for one training worker pod: GPUs, CPU and memory."""
 
@@ -50,10 +52,23 @@ class TrainingJobSpec(ApiModel):
                 field_path=".processesPerWorker",
             ),
             cel(
-                "self.hyperparameters.batchSize % (self.workers * self.processesPerWorker) == 0",
+                "self.hyperparameters.batchSize % (self.workers * self.processesPerWorker"
+                " * self.hyperparameters.gradAccumulationSteps) == 0",
                 "hyperparameters.batchSize is the global batch: it must divide evenly across "
-                "workers x processesPerWorker",
+                "workers x processesPerWorker x hyperparameters.gradAccumulationSteps",
                 field_path=".hyperparameters.batchSize",
+            ),
+            cel(
+                "self.hyperparameters.warmupEpochs < self.hyperparameters.epochs",
+                "hyperparameters.warmupEpochs must be less than epochs: the schedule needs an "
+                "epoch after the warm-up",
+                field_path=".hyperparameters.warmupEpochs",
+            ),
+            cel(
+                "self.hyperparameters.schedule != 'onecycle' || self.hyperparameters.warmupEpochs == 0",
+                "the onecycle schedule warms up by itself: leave hyperparameters.warmupEpochs at 0 "
+                "or choose another schedule",
+                field_path=".hyperparameters.warmupEpochs",
             ),
             cel(
                 "self.precision != 'fp16' || self.resources.gpus > 0",
@@ -67,11 +82,15 @@ class TrainingJobSpec(ApiModel):
         description="The Dataset to train on, in the same namespace. Immutable: a run's data "
         "cannot change (an API-server rule cannot see whether the run is active, so it is "
         "frozen from creation; create a new TrainingJob instead).",
-        json_schema_extra=rules(immutable("datasetRef", "create a new TrainingJob to train on other data")),
+        json_schema_extra=rules(
+            immutable("datasetRef", "create a new TrainingJob to train on other data")
+        ),
     )
     model: ModelSpec = Field(
         description="The network to train. Immutable from creation, like datasetRef.",
-        json_schema_extra=rules(immutable("model", "create a new TrainingJob to train a different model")),
+        json_schema_extra=rules(
+            immutable("model", "create a new TrainingJob to train a different model")
+        ),
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters, description="Epochs, batch size, optimizer and schedule."
@@ -110,8 +129,9 @@ class TrainingJobSpec(ApiModel):
     )
     output: Output = Field(default_factory=Output, description="The exported model.")
     suspend: bool = Field(
-        False, description="Suspend the run: worker pods are removed; resuming starts from the "
-        "latest checkpoint."
+        False,
+        description="Suspend the run: worker pods are removed; resuming starts from the "
+        "latest checkpoint.",
     )
     backoff_limit: int = Field(
         3, ge=0, le=100, description="Retries of failed worker pods before the run fails."
@@ -138,9 +158,11 @@ class TrainingJobSpec(ApiModel):
     def _cross_field(self) -> TrainingJobSpec:
         if self.resources.gpus and self.processes_per_worker > self.resources.gpus:
             raise ValueError("processesPerWorker cannot exceed resources.gpus")
-        if self.hyperparameters.batch_size % (self.workers * self.processes_per_worker):
+        hp = self.hyperparameters
+        if hp.batch_size % (self.workers * self.processes_per_worker * hp.grad_accumulation_steps):
             raise ValueError(
-                "hyperparameters.batchSize must divide evenly across workers x processesPerWorker"
+                "hyperparameters.batchSize must divide evenly across workers x processesPerWorker "
+                "x hyperparameters.gradAccumulationSteps"
             )
         if self.precision == "fp16" and not self.resources.gpus:
             raise ValueError("fp16 needs GPUs: use bf16 or fp32 on CPU")
@@ -187,7 +209,9 @@ class Progress(StatusModel):
     step: int | None = Field(None, ge=0, description="Optimizer steps completed.")
     total_steps: int | None = Field(None, ge=0, description="Optimizer steps planned.")
     percent: float | None = Field(None, ge=0, le=100, description="Percent complete, 0-100.")
-    eta_seconds: int | None = Field(None, ge=0, description="Estimated seconds until training ends.")
+    eta_seconds: int | None = Field(
+        None, ge=0, description="Estimated seconds until training ends."
+    )
 
 
 class Metrics(StatusModel):
@@ -206,7 +230,9 @@ class Metrics(StatusModel):
 class ModelArtifact(StatusModel):
     """The exported model."""
 
-    name: str | None = Field(None, description="Model name (spec.output.modelName or the job's name).")
+    name: str | None = Field(
+        None, description="Model name (spec.output.modelName or the job's name)."
+    )
     location: str | None = Field(
         None, description="Where the artifact lives, e.g. `pvc://<claim>/models/<name>/<sha256>`."
     )
@@ -222,14 +248,22 @@ class TrainingJobStatus(StatusModel):
 
     observed_generation: int | None = observed_generation_field()
     phase: TrainingJobPhase | None = phase_field(TrainingJobPhase)
-    conditions: tuple[Condition, ...] = conditions_field("Ready, Reconciling, Stalled, Succeeded, Failed, SpecApplied")
+    conditions: tuple[Condition, ...] = conditions_field(
+        "Ready, Reconciling, Stalled, Succeeded, Failed, SpecApplied"
+    )
     start_time: datetime | None = Field(None, description="When the first worker started.")
     completion_time: datetime | None = Field(None, description="When the run succeeded.")
     active: int | None = Field(None, ge=0, description="Worker pods running.")
     succeeded: int | None = Field(None, ge=0, description="Worker pods that completed.")
     failed: int | None = Field(None, ge=0, description="Worker pods that failed.")
-    restarts: int | None = Field(None, ge=0, description="Times the run was restarted from a checkpoint.")
-    progress: Progress | None = Field(None, description="Epochs and steps completed, and an estimate of the rest.")
+    restarts: int | None = Field(
+        None, ge=0, description="Times the run was restarted from a checkpoint."
+    )
+    progress: Progress | None = Field(
+        None, description="Epochs and steps completed, and an estimate of the rest."
+    )
     metrics: Metrics | None = Field(None, description="Latest and best metric values.")
     latest_checkpoint: str | None = Field(None, description="Path of the latest checkpoint.")
-    model: ModelArtifact | None = Field(None, description="The exported model, once training succeeded.")
+    model: ModelArtifact | None = Field(
+        None, description="The exported model, once training succeeded."
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import DNS_LABEL, ContractModel
 
@@ -46,13 +46,17 @@ class ModelSpec(ContractModel):
 class Hyperparameters(ContractModel):
     """Optimisation settings."""
 
+    # Cross-field rules: `_warmup` below. Their CEL twins sit on TrainingJobSpec: a rule on this
+    # object would make the CRD spell out its whole default instead of `{}`.
+
     epochs: int = Field(10, ge=1, le=10_000, description="Passes over the training split.")
     batch_size: int = Field(
         64,
         ge=1,
         le=65_536,
         description="Global batch size: samples per optimizer step across all processes, split "
-        "evenly between them (so it must divide by workers x processesPerWorker).",
+        "evenly between them (so it must divide by workers x processesPerWorker x "
+        "gradAccumulationSteps).",
     )
     optimizer: Optimizer = Field("adamw", description="Optimizer: `sgd`, `adam` or `adamw`.")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="Initial learning rate.")
@@ -61,9 +65,62 @@ class Hyperparameters(ContractModel):
         description="Learning-rate schedule, stepped every optimizer step: `constant`, `cosine` "
         "(to 0 over the run), `step` or `onecycle`.",
     )
-    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay (decoupled for adamw).")
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        le=1_000,
+        description="Epochs of linear learning-rate warm-up: the rate climbs from 1% of "
+        "learningRate to learningRate, step by step, over these epochs; then `schedule` runs "
+        "over the remaining epochs. Steadies the first updates of large batches and fresh "
+        "networks. 0: no warm-up. Less than epochs; not with `onecycle`, which warms up by itself.",
+    )
+    weight_decay: float = Field(
+        0.0, ge=0, le=1, description="L2 weight decay (decoupled for adamw)."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum; used by `sgd` only.")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Label smoothing of the training loss: the cross-entropy target gives "
+        "1 - x to the true class and spreads x evenly over all classes, so the model is not "
+        "pushed towards over-confident outputs (0.1 is usual). 0: plain cross-entropy. The "
+        "reported trainLoss includes it; validation and test losses do not.",
+    )
+    grad_clip_norm: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="Clip the gradients before each optimizer step so that their global L2 "
+        "norm (over all parameters together) is at most this value; guards against loss "
+        "spikes (1.0 is a common choice). With fp16 the loss scaling is undone first, so the "
+        "bound applies to the true gradients. Unset: no clipping.",
+    )
+    grad_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=1_024,
+        description="Micro-batches per optimizer step: each process splits its share of "
+        "batchSize into this many micro-batches and adds up their gradients before one "
+        "optimizer step (exchanging them between processes once). Activation memory shrinks "
+        "accordingly while the update stays that of the whole batchSize. batchSize must divide "
+        "by workers x processesPerWorker x gradAccumulationSteps.",
+    )
     seed: int = Field(0, ge=0, description="Seed of weights and shuffling, for reproducible runs.")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> Hyperparameters:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                "warmupEpochs must be less than epochs: the schedule needs an epoch "
+                "after the warm-up"
+            )
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise ValueError(
+                "the onecycle schedule warms up by itself: leave warmupEpochs at 0 "
+                "or choose another schedule"
+            )
+        return self
 
 
 class DataLoaderSpec(ContractModel):
@@ -134,13 +191,13 @@ class Output(ContractModel):
         "(safetensors weights plus a JSON model card) is recorded in status.model.",
     )
 
+
 Device = Literal["auto", "cpu", "cuda"]
 PRECISION_DESCRIPTION = (
     "Numeric precision: `fp32`, `bf16` (autocast; CPU or GPU) or `fp16` (autocast with loss "
     "scaling; GPU only)."
 )
 CHANNELS_LAST_DESCRIPTION = "Use the channels_last memory format (faster convolutions on GPU)."
-
 
 
 class TrainConfig(ContractModel):
@@ -157,7 +214,9 @@ class TrainConfig(ContractModel):
     early_stopping: EarlyStopping | None = Field(None, description="Stop when validation stalls.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Acceptance rule.")
     output: Output = Field(default_factory=Output, description="The exported model.")
-    data_loader: DataLoaderSpec = Field(default_factory=DataLoaderSpec, description="Input pipeline.")
+    data_loader: DataLoaderSpec = Field(
+        default_factory=DataLoaderSpec, description="Input pipeline."
+    )
     dataset_dir: str = Field(description="Runtime only: a prepared dataset layout.")
     output_dir: str = Field(description="Runtime only: checkpoints/ and model/ go here.")
     device: Device = Field("auto", description="Runtime only: auto picks CUDA when present.")
@@ -165,6 +224,14 @@ class TrainConfig(ContractModel):
     # The spec fields the operator copies into the run config: the rest of a TrainingJob's spec
     # (workers, resources, suspend ...) concerns the cluster, not the process.
     SPEC_FIELDS: ClassVar[tuple[str, ...]] = (
-        "model", "hyperparameters", "precision", "compile", "channels_last",
-        "checkpoint", "early_stopping", "evaluation", "output", "data_loader",
+        "model",
+        "hyperparameters",
+        "precision",
+        "compile",
+        "channels_last",
+        "checkpoint",
+        "early_stopping",
+        "evaluation",
+        "output",
+        "data_loader",
     )

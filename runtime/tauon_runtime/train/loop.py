@@ -1,7 +1,8 @@
 """`tauon-runtime train`: one process or DDP, resumable, evaluated, exported.
 
-Read top to bottom: set up -> resume -> for each epoch (train, checkpoint, validate, maybe stop)
--> test -> accept or reject -> export.
+Read top to bottom, as torchvision's classification reference reads: `train` -> `set_up` ->
+`resume` -> for each epoch `train_one_epoch` then `evaluate_and_stop` -> `accept_or_reject` ->
+`export`. The optimizer step itself (micro-batches, clipping, AMP) is `step.OptimizerStep`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tauon_runtime.contract import EarlyStopping, TrainConfig
+from tauon_runtime.contract import EarlyStopping, Hyperparameters, TrainConfig
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
 from tauon_runtime.report import Reporter, StatusReporter
@@ -28,6 +28,7 @@ from tauon_runtime.train.checkpoint import Checkpointer, rng_state, set_rng_stat
 from tauon_runtime.train.metrics import evaluate, improved
 from tauon_runtime.train.optim import build_optimizer, build_scheduler
 from tauon_runtime.train.sampler import EpochBatchSampler
+from tauon_runtime.train.step import OptimizerStep
 
 ENV_KILL_AT_STEP = "TAUON_TEST_KILL_AT_STEP"  # tests: SIGKILL ourselves after this global step
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,10 +57,14 @@ class State:
     latest: dict[str, float] = field(default_factory=dict)  # last validation metrics
     best: dict[str, float] = field(default_factory=dict)
 
-    def end_epoch(self, val: dict[str, float], train_loss: float, watch: str, stopping: EarlyStopping | None) -> None:
+    def end_epoch(
+        self, val: dict[str, float], train_loss: float, watch: str, stopping: EarlyStopping | None
+    ) -> None:
         """Record the epoch's validation metrics, track the best, decide on early stopping."""
         self.latest = {**val, "trainLoss": round(train_loss, 6)}
-        if val and improved(watch, val[watch], self.best_value, stopping.min_delta if stopping else 0.0):
+        if val and improved(
+            watch, val[watch], self.best_value, stopping.min_delta if stopping else 0.0
+        ):
             self.best_value, self.best, self.bad_epochs = val[watch], dict(self.latest), 0
         elif val:
             self.bad_epochs += 1
@@ -70,7 +75,9 @@ class State:
 class InputPipeline:
     """uint8 pixels on the host -> normalized floats on the device, in the right memory format."""
 
-    def __init__(self, preprocessing: dict[str, Any], device: torch.device, channels_last: bool) -> None:
+    def __init__(
+        self, preprocessing: dict[str, Any], device: torch.device, channels_last: bool
+    ) -> None:
         shape = (1, -1, 1, 1)
         std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(shape)
         mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(shape)
@@ -114,154 +121,306 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         distributed.teardown()
 
 
-def _train(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, reporter: Reporter) -> dict[str, Any]:
-    hp = cfg.hyperparameters
-    if hp.batch_size % env.world_size:
-        raise ValueError(f"hyperparameters.batchSize {hp.batch_size} must divide evenly "
-                         f"across {env.world_size} processes")
-    seed_everything(hp.seed)
-
-    # Data
-    data = PreparedDataset(cfg.dataset_dir)
-    train_split, val_split, test_split = (data.split(s) for s in ("train", "validation", "test"))
-    # batchSize is global: each process takes its share, so steps and results match one process.
-    sampler = EpochBatchSampler(len(train_split), hp.batch_size // env.world_size,
-                                env.rank, env.world_size, hp.seed)
-    workers, pin = cfg.data_loader.num_workers, cfg.data_loader.pin_memory
-    loader = torch.utils.data.DataLoader(
-        BatchDataset(train_split), sampler=sampler, batch_size=None, num_workers=workers,
-        pin_memory=device.type == "cuda" if pin is None else pin, persistent_workers=workers > 0,
+def _train(
+    cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, reporter: Reporter
+) -> dict[str, Any]:
+    run = set_up(cfg, env, device)
+    resume(run, reporter)
+    run.started, run.start_step = time.monotonic(), run.state.step
+    reporter.event(
+        "start",
+        command="train",
+        architecture=cfg.model.architecture,
+        device=str(device),
+        worldSize=env.world_size,
+        datasetDigest=run.data.digest,
+        **run.progress(),
     )
-    pipeline = InputPipeline(data.preprocessing, device, cfg.channels_last)
-    eval_batch = max(256, hp.batch_size)
-
-    # Model, optimizer, schedule
-    c, h, _ = data.shape
-    num_classes = cfg.model.num_classes or len(data.classes)
-    if num_classes != len(data.classes):
-        raise ValueError(f"model.numClasses {num_classes} does not match the dataset's {len(data.classes)} classes")
-    model = build_model(cfg.model.architecture, num_classes, c, h, cfg.model.options or {}).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if cfg.compile else model  # evaluation runs this, outside DDP
-    train_net = net
-    if env.distributed:
-        train_net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(model, hp)
-    steps_per_epoch = sampler.batches_per_epoch
-    total_steps = hp.epochs * steps_per_epoch
-    scheduler = build_scheduler(optimizer, hp, steps_per_epoch)
-    amp_dtype = AMP_DTYPES.get(cfg.precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and device.type == "cuda")
-
-    # Resume
-    out = Path(cfg.output_dir)
-    checkpoints = Checkpointer(out / "checkpoints", cfg.checkpoint.keep_last)
-    state = State()
-    if latest := checkpoints.latest():
-        saved = checkpoints.load(latest)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state = State(**saved["state"])
-        set_rng_state(saved["rng"])
-        reporter.event("resumed", checkpoint=str(latest), epoch=state.epoch, step=state.step)
-
-    def save_checkpoint() -> None:
-        state.loss_sum = loss_acc.item()
-        if env.is_main:
-            path = checkpoints.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "state": asdict(state), "rng": rng_state(),
-            }, state.step)
-            reporter.event("checkpoint", path=str(path), epoch=state.epoch, step=state.step)
-
-    def progress() -> dict[str, Any]:
-        done = state.step - start_step
-        eta = (time.monotonic() - started) / done * (total_steps - state.step) if done else None
-        return {"epoch": state.epoch, "totalEpochs": hp.epochs, "step": state.step, "totalSteps": total_steps,
-                "percent": round(100 * state.step / total_steps, 2), "etaSeconds": eta and round(eta, 1)}
-
-    started, start_step = time.monotonic(), state.step
-    reporter.event("start", command="train", architecture=cfg.model.architecture, device=str(device),
-                   worldSize=env.world_size, datasetDigest=data.digest, **progress())
-    kill_at = int(os.environ.get(ENV_KILL_AT_STEP, "0"))
-    stopping = cfg.early_stopping
-    watch = stopping.metric if stopping else cfg.evaluation.metric
-
-    # Epochs
-    train_net.train()
-    while state.epoch < hp.epochs and not state.stopped_early:
-        sampler.set_epoch(state.epoch, skip=state.batch)
-        # Summed on the device: no host sync per step.
-        loss_acc = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
-        for x, y in loader:
-            inputs, targets = pipeline(x, y)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.cross_entropy(train_net(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            state.step, state.batch = state.step + 1, state.batch + 1
-            loss_acc += loss.detach() * len(targets)
-            state.loss_count += len(targets)
-            if reporter.status:
-                reporter.to_status("progress", progress())
-            if cfg.checkpoint.every_steps and state.step % cfg.checkpoint.every_steps == 0:
-                save_checkpoint()
-            if state.step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        count = torch.tensor(float(state.loss_count), dtype=torch.float64, device=device)
-        loss_sum, count = distributed.all_reduce_sum(torch.stack([loss_acc, count])).tolist()
-        loss_acc.zero_()
-        val = evaluate(net, shard_batches(val_split, eval_batch, env), num_classes, pipeline, amp_dtype) \
-            if len(val_split) else {}
-        state.end_epoch(val, loss_sum / max(count, 1), watch, stopping)
-        reporter.event("epoch", **progress(), metrics=state.latest, best=state.best)
-        every = cfg.checkpoint.every_epochs
-        if (every and state.epoch % every == 0) or state.epoch == hp.epochs or state.stopped_early:
-            save_checkpoint()
-        if state.stopped_early:
-            reporter.event("early_stopped", epoch=state.epoch, metric=watch, best=state.best_value)
-
-    # Test, accept, export
-    final_split = "test" if len(test_split) else "validation"  # data prepared without a test split
-    test = evaluate(net, shard_batches(test_split if len(test_split) else val_split, eval_batch, env),
-                    num_classes, pipeline, amp_dtype)
-    reporter.event("evaluation", split=final_split, metrics=test)
-    result = {"result": "succeeded", **progress(), "stoppedEarly": state.stopped_early,
-              "metrics": test, "best": state.best, "datasetDigest": data.digest}
-    minimum = cfg.evaluation.minimum
-    if minimum is not None and test[cfg.evaluation.metric] < minimum:
-        result["result"] = "rejected"
-        reporter.event("finished", **result)
-        raise ModelRejected(f"model rejected: test {cfg.evaluation.metric} {test[cfg.evaluation.metric]:.4f} "
-                            f"is below evaluation.minimum {minimum}", result)
+    run.train_net.train()
+    while run.state.epoch < run.hp.epochs and not run.state.stopped_early:
+        train_loss = train_one_epoch(run, reporter)
+        evaluate_and_stop(run, train_loss, reporter)
+    result = accept_or_reject(run, reporter)
     if env.is_main:
-        card = export_model(model, out / "model", {
-            "name": cfg.output.model_name or "model",
-            "architecture": cfg.model.architecture,
-            "modelOptions": dict(cfg.model.options or {}),
-            "numClasses": num_classes,
-            "classes": data.classes,
-            "inputShape": list(data.shape),
-            "preprocessing": {"resize": [h, data.shape[2]],
-                              **{k: data.preprocessing[k] for k in ("scale", "mean", "std")}},
-            "metrics": test,
-            "datasetDigest": data.digest,
-            "training": {"epochs": state.epoch, "steps": state.step, "worldSize": env.world_size,
-                         "precision": cfg.precision, "hyperparameters": hp.model_dump(by_alias=True)},
-        })
-        result["model"] = {"location": str(out / "model"), "sha256": card["sha256"], "metrics": test}
-        reporter.event("exported", **result["model"])
+        export(run, result, reporter)
     distributed.barrier()  # no process exits (and tears down the group) before the export is written
     reporter.event("finished", **result)
     return result
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What the epochs need, built once by `set_up`."""
+
+    cfg: TrainConfig
+    env: distributed.DistEnv
+    device: torch.device
+    data: PreparedDataset
+    val_split: Split
+    test_split: Split
+    sampler: EpochBatchSampler
+    loader: torch.utils.data.DataLoader
+    pipeline: InputPipeline
+    num_classes: int
+    model: torch.nn.Module  # the module itself: its state is what checkpoints and export save
+    net: torch.nn.Module  # model, compiled when asked for; evaluation runs this, outside DDP
+    train_net: torch.nn.Module  # net, wrapped in DDP when distributed
+    step: OptimizerStep
+    checkpoints: Checkpointer
+    state: State = field(default_factory=State)
+    loss_acc: torch.Tensor | None = None  # this epoch's summed training loss, on the device
+    started: float = 0.0
+    start_step: int = 0
+
+    @property
+    def hp(self) -> Hyperparameters:
+        return self.cfg.hyperparameters
+
+    @property
+    def total_steps(self) -> int:
+        return self.hp.epochs * self.sampler.batches_per_epoch
+
+    @property
+    def eval_batch(self) -> int:
+        return max(256, self.hp.batch_size)
+
+    @property
+    def watch(self) -> str:
+        """The validation metric that decides "best" and early stopping."""
+        stopping = self.cfg.early_stopping
+        return stopping.metric if stopping else self.cfg.evaluation.metric
+
+    def metrics_on(self, split: Split) -> dict[str, float]:
+        """Loss, accuracy and F1 of the model on `split`, exact across processes."""
+        batches = shard_batches(split, self.eval_batch, self.env)
+        return evaluate(self.net, batches, self.num_classes, self.pipeline, self.step.amp_dtype)
+
+    def progress(self) -> dict[str, Any]:
+        state, total = self.state, self.total_steps
+        done = state.step - self.start_step
+        eta = (time.monotonic() - self.started) / done * (total - state.step) if done else None
+        return {
+            "epoch": state.epoch,
+            "totalEpochs": self.hp.epochs,
+            "step": state.step,
+            "totalSteps": total,
+            "percent": round(100 * state.step / total, 2),
+            "etaSeconds": eta and round(eta, 1),
+        }
+
+
+def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> Run:
+    """Data, model, optimizer, schedule: everything the epochs need, from the config."""
+    hp = cfg.hyperparameters
+    if hp.batch_size % (env.world_size * hp.grad_accumulation_steps):
+        raise ValueError(
+            f"hyperparameters.batchSize {hp.batch_size} must divide evenly across "
+            f"{env.world_size} processes x {hp.grad_accumulation_steps} accumulation steps"
+        )
+    seed_everything(hp.seed)
+    data = PreparedDataset(cfg.dataset_dir)
+    sampler, loader = _train_loader(cfg, env, device, data.split("train"))
+    num_classes = cfg.model.num_classes or len(data.classes)
+    if num_classes != len(data.classes):
+        raise ValueError(
+            f"model.numClasses {num_classes} does not match the dataset's {len(data.classes)} classes"
+        )
+    c, h, _ = data.shape
+    model = build_model(cfg.model.architecture, num_classes, c, h, cfg.model.options or {})
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = cast(torch.nn.Module, torch.compile(model)) if cfg.compile else model
+    train_net = net
+    if env.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        train_net = DistributedDataParallel(net, device_ids=ids)
+    optimizer = build_optimizer(model, hp)
+    step = OptimizerStep(
+        train_net,
+        optimizer,
+        build_scheduler(optimizer, hp, sampler.batches_per_epoch),
+        torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and device.type == "cuda"),
+        accumulation=hp.grad_accumulation_steps,
+        clip_norm=hp.grad_clip_norm,
+        label_smoothing=hp.label_smoothing,
+        amp_dtype=AMP_DTYPES.get(cfg.precision),
+    )
+    return Run(
+        cfg=cfg,
+        env=env,
+        device=device,
+        data=data,
+        val_split=data.split("validation"),
+        test_split=data.split("test"),
+        sampler=sampler,
+        loader=loader,
+        pipeline=InputPipeline(data.preprocessing, device, cfg.channels_last),
+        num_classes=num_classes,
+        model=model,
+        net=net,
+        train_net=train_net,
+        step=step,
+        checkpoints=Checkpointer(Path(cfg.output_dir) / "checkpoints", cfg.checkpoint.keep_last),
+    )
+
+
+def _train_loader(
+    cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, split: Split
+) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
+    """batchSize is global: each process takes its share, so steps and results match one process."""
+    hp = cfg.hyperparameters
+    sampler = EpochBatchSampler(
+        len(split), hp.batch_size // env.world_size, env.rank, env.world_size, hp.seed
+    )
+    workers, pin = cfg.data_loader.num_workers, cfg.data_loader.pin_memory
+    loader = torch.utils.data.DataLoader(
+        BatchDataset(split),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda" if pin is None else pin,
+        persistent_workers=workers > 0,
+    )
+    return sampler, loader
+
+
+def resume(run: Run, reporter: Reporter) -> None:
+    """Continue from the latest checkpoint, if there is one: weights, optimizer, RNG, position."""
+    if latest := run.checkpoints.latest():
+        saved = run.checkpoints.load(latest)
+        run.model.load_state_dict(saved["model"])
+        run.step.optimizer.load_state_dict(saved["optimizer"])
+        run.step.scheduler.load_state_dict(saved["scheduler"])
+        run.step.scaler.load_state_dict(saved["scaler"])
+        run.state = State(**saved["state"])
+        set_rng_state(saved["rng"])
+        reporter.event(
+            "resumed", checkpoint=str(latest), epoch=run.state.epoch, step=run.state.step
+        )
+
+
+def save_checkpoint(run: Run, reporter: Reporter) -> None:
+    state = run.state
+    state.loss_sum = run.loss_acc.item() if run.loss_acc is not None else state.loss_sum
+    if run.env.is_main:
+        step = run.step
+        path = run.checkpoints.save(
+            {
+                "model": run.model.state_dict(),
+                "optimizer": step.optimizer.state_dict(),
+                "scheduler": step.scheduler.state_dict(),
+                "scaler": step.scaler.state_dict(),
+                "state": asdict(state),
+                "rng": rng_state(),
+            },
+            state.step,
+        )
+        reporter.event("checkpoint", path=str(path), epoch=state.epoch, step=state.step)
+
+
+# --- one epoch -----------------------------------------------------------------------------------
+
+
+def train_one_epoch(run: Run, reporter: Reporter) -> float:
+    """Train on the rest of the current epoch; return its mean training loss over all processes."""
+    state, every_steps = run.state, run.cfg.checkpoint.every_steps
+    kill_at = int(os.environ.get(ENV_KILL_AT_STEP, "0"))
+    run.sampler.set_epoch(state.epoch, skip=state.batch)
+    # Summed on the device: no host sync per step.
+    run.loss_acc = torch.tensor(state.loss_sum, dtype=torch.float64, device=run.device)
+    for x, y in run.loader:
+        inputs, targets = run.pipeline(x, y)
+        run.step(inputs, targets, run.loss_acc)
+        state.step, state.batch = state.step + 1, state.batch + 1
+        state.loss_count += len(targets)
+        if reporter.status:  # queued for the status thread: returns at once
+            reporter.to_status("progress", run.progress())
+        if every_steps and state.step % every_steps == 0:
+            save_checkpoint(run, reporter)
+        if state.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    count = torch.tensor(float(state.loss_count), dtype=torch.float64, device=run.device)
+    loss_sum, count = distributed.all_reduce_sum(torch.stack([run.loss_acc, count])).tolist()
+    run.loss_acc.zero_()
+    return loss_sum / max(count, 1)
+
+
+def evaluate_and_stop(run: Run, train_loss: float, reporter: Reporter) -> None:
+    """Validate the epoch, track the best, checkpoint, and decide whether to stop early."""
+    state, cfg = run.state, run.cfg
+    val = run.metrics_on(run.val_split) if len(run.val_split) else {}
+    state.end_epoch(val, train_loss, run.watch, cfg.early_stopping)
+    reporter.event("epoch", **run.progress(), metrics=state.latest, best=state.best)
+    every = cfg.checkpoint.every_epochs
+    if (every and state.epoch % every == 0) or state.epoch == run.hp.epochs or state.stopped_early:
+        save_checkpoint(run, reporter)
+    if state.stopped_early:
+        reporter.event("early_stopped", epoch=state.epoch, metric=run.watch, best=state.best_value)
+
+
+# --- test, accept, export ------------------------------------------------------------------------
+
+
+def accept_or_reject(run: Run, reporter: Reporter) -> dict[str, Any]:
+    """Evaluate on the test split; the result, or ModelRejected below evaluation.minimum."""
+    has_test = len(run.test_split) > 0  # data prepared without a test split: validation stands in
+    test = run.metrics_on(run.test_split if has_test else run.val_split)
+    reporter.event("evaluation", split="test" if has_test else "validation", metrics=test)
+    result = {
+        "result": "succeeded",
+        **run.progress(),
+        "stoppedEarly": run.state.stopped_early,
+        "metrics": test,
+        "best": run.state.best,
+        "datasetDigest": run.data.digest,
+    }
+    metric, minimum = run.cfg.evaluation.metric, run.cfg.evaluation.minimum
+    if minimum is not None and test[metric] < minimum:
+        result["result"] = "rejected"
+        reporter.event("finished", **result)
+        raise ModelRejected(
+            f"model rejected: test {metric} {test[metric]:.4f} "
+            f"is below evaluation.minimum {minimum}",
+            result,
+        )
+    return result
+
+
+def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
+    """Write the model and its card (rank 0); record it in `result`."""
+    cfg, data, state, out = run.cfg, run.data, run.state, Path(run.cfg.output_dir)
+    test = result["metrics"]
+    card = export_model(
+        run.model,
+        out / "model",
+        {
+            "name": cfg.output.model_name or "model",
+            "architecture": cfg.model.architecture,
+            "modelOptions": dict(cfg.model.options or {}),
+            "numClasses": run.num_classes,
+            "classes": data.classes,
+            "inputShape": list(data.shape),
+            "preprocessing": {
+                "resize": [data.shape[1], data.shape[2]],
+                **{k: data.preprocessing[k] for k in ("scale", "mean", "std")},
+            },
+            "metrics": test,
+            "datasetDigest": data.digest,
+            "training": {
+                "epochs": state.epoch,
+                "steps": state.step,
+                "worldSize": run.env.world_size,
+                "precision": cfg.precision,
+                "hyperparameters": run.hp.model_dump(by_alias=True),
+            },
+        },
+    )
+    result["model"] = {"location": str(out / "model"), "sha256": card["sha256"], "metrics": test}
+    reporter.event("exported", **result["model"])
 
 
 def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -269,12 +428,15 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     progress_keys = ("epoch", "totalEpochs", "step", "totalSteps", "percent", "etaSeconds")
     progress = {k: fields[k] for k in progress_keys if k in fields}
     if progress.get("etaSeconds") is not None:  # the API's field is whole seconds
-        progress["etaSeconds"] = int(round(progress["etaSeconds"]))
+        progress["etaSeconds"] = round(progress["etaSeconds"])
     status: dict[str, Any] = {}
     if event in ("start", "progress", "epoch", "finished", "resumed") and progress:
         status["progress"] = progress
     if event == "epoch":
-        status["metrics"] = {"latest": fields.get("metrics") or {}, "best": fields.get("best") or {}}
+        status["metrics"] = {
+            "latest": fields.get("metrics") or {},
+            "best": fields.get("best") or {},
+        }
     elif event == "checkpoint":
         status["latestCheckpoint"] = fields["path"]
     elif event == "exported":
