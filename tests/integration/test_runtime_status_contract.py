@@ -92,4 +92,5 @@ def test_the_runtime_reports_with_its_own_narrow_identity(cluster, crds, namespa
                                                                              "namespace": namespace}}))
     other = reporter("other")
     other.patch({"status": {"progress": {"percent": 1.0}}}, final=True)
+    other.close()  # the patch goes from a background thread: wait for its answer
     assert other.failures == 1 and other.sent == 0
