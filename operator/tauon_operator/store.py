@@ -23,6 +23,11 @@ def _version(obj: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _without_managed_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 class Store:
     def __init__(self) -> None:
         # kind -> namespace -> name -> object
@@ -32,25 +37,27 @@ class Store:
         # (kind, namespace, label, value) -> names
         self._by_label: dict[tuple, set[str]] = defaultdict(set)
 
-    def observe(self, kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+    def observe(self, kind: str, event_type: str, body: Mapping[str, Any]) -> bool:
         """Records what a watch event or an API response said; an older version never
-        replaces a newer one (a write's response may arrive before its watch event)."""
+        replaces a newer one (a write's response may arrive before its watch event). Returns
+        whether the cache learnt something new (False for the watch echo of our own write)."""
         meta = body["metadata"]
         ns, name = meta.get("namespace", ""), meta["name"]
         old = self._objects[kind][ns].get(name)
         if event_type == "DELETED":
             self._objects[kind][ns].pop(name, None)
             self._unindex(kind, ns, old)
-            return
+            return True
         have, new = (_version(old) if old is not None else None), _version(body)
-        if have is not None and new is not None and new < have:
-            return
-        obj = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        if have is not None and new is not None and new <= have:
+            return False
+        obj = _without_managed_fields(body)
         self._unindex(kind, ns, old)
         self._objects[kind][ns][name] = obj
         for label in _INDEXED:
             if value := (obj["metadata"].get("labels") or {}).get(label):
                 self._by_label[(kind, ns, label, value)].add(name)
+        return True
 
     def _unindex(self, kind: str, ns: str, obj: dict | None) -> None:
         if obj is None:

@@ -45,7 +45,10 @@ async def modeldeployment_event(type, body, **_):
 
 
 def _child_event(kind: str, type_: str | None, body) -> None:
-    ns, _ = _observe(kind, type_, body)
+    ctl = controller()
+    if not ctl.store.observe(kind, type_ or "ADDED", body):
+        return  # the echo of our own write: its parent already reconciled with it
+    ns = body["metadata"]["namespace"]
     labels = body["metadata"].get("labels") or {}
     for parent, label in PARENT_LABEL.items():
         if label in labels:
