@@ -127,8 +127,9 @@ def test_nothing_is_written_when_nothing_changed():
     first = len(kube.calls)
     tj = ctl.store.get("TrainingJob", NS, "t")
     # What the API server would now hold: the status just written.
-    ctl.store.observe("TrainingJob", "MODIFIED", {**tj, "status": {
-        **tj["status"], **_last_status(ctl, kube)}})
+    ctl.store.observe("TrainingJob", "MODIFIED", {
+        **tj, "metadata": {**tj["metadata"], "resourceVersion": str(next(VERSIONS))},
+        "status": {**tj["status"], **_last_status(ctl, kube)}})
     run(trainingjob.reconcile(ctl, NS, "t"))
     assert len(kube.calls) == first, kube.calls[first:]
 
