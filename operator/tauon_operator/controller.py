@@ -310,6 +310,15 @@ class Controller:
         )
 
 
+def phase_events(status: Any, warn: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """The Event a status is worth: Normal once Ready, Warning in one of the `warn` phases
+    (posted only when the status changed), else none."""
+    if status.phase != "Ready" and status.phase not in warn:
+        return []
+    ready = next(x for x in status.conditions if x.type == "Ready")
+    return [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)]
+
+
 def backoff(failures: int) -> float:
     """Seconds before retry number `failures` of one key: 0.5, 1, 2, 4 ... at most 5 minutes."""
     return min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)

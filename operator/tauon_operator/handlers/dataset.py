@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from tauon_operator.builders import dataset as build
 from tauon_operator.builders import pod
-from tauon_operator.controller import Controller, Outcome, utcnow
+from tauon_operator.controller import Controller, Outcome, phase_events, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.dataset import dataset_status
 
@@ -29,12 +29,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     except (ValidationError, ValueError) as e:
         await ctl.invalid_spec(ds, str(e))
         return
-    ready = next(x for x in status.conditions if x.type == "Ready")
-    events = (
-        [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)]
-        if status.phase in ("Ready", "Failed")
-        else []
-    )
+    events = phase_events(status, warn=("Failed",))
     await ctl.sync(
         ds, Outcome(status=status, children=children, updates=pod.UPDATES, events=events)
     )

@@ -12,7 +12,7 @@ from tauon_operator.builders import modeldeployment as build
 from tauon_operator.builders import pod
 from tauon_operator.builders.modeldeployment import ResolvedModel
 from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
-from tauon_operator.controller import Controller, Outcome, utcnow
+from tauon_operator.controller import Controller, Outcome, phase_events, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
 
@@ -96,12 +96,7 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         except (ValidationError, ValueError) as e:
             await ctl.invalid_spec(md, str(e))
             return
-    ready = next(x for x in status.conditions if x.type == "Ready")
-    events = (
-        [("Normal" if status.phase == "Ready" else "Warning", ready.reason, ready.message)]
-        if status.phase in ("Ready", "Failed", "Degraded")
-        else []
-    )
+    events = phase_events(status, warn=("Failed", "Degraded"))
     await ctl.sync(
         md,
         Outcome(

@@ -37,12 +37,7 @@ def refused_model(pods: list[dict[str, Any]]) -> str | None:
             for state in (cs.get("state") or {}, cs.get("lastState") or {}):
                 t = state.get("terminated") or {}
                 if t.get("exitCode") == ExitCode.REJECTED:
-                    result = (
-                        observe.termination_result(
-                            {"status": {"containerStatuses": [{"state": {"terminated": t}}]}}
-                        )
-                        or {}
-                    )
+                    result = observe.result_of(t) or {}
                     return result.get("message") or "the serving pod refused the model's weights"
     return None
 

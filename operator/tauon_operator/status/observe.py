@@ -32,7 +32,11 @@ def terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
 
 def termination_result(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The runtime writes its result as JSON to the termination log; kubelet puts it here."""
-    t = terminated(pod)
+    return result_of(terminated(pod))
+
+
+def result_of(t: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result JSON in one container's `terminated` state (its termination message)."""
     if not t or not t.get("message"):
         return None
     try:
