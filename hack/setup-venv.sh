@@ -47,12 +47,14 @@ os.chmod(tmp, 0o755)
 os.replace(tmp, f"{venv}/bin/helm")
 PY
 fi
-# The linters, pinned in pyproject's `lint` extra, layered on (fast when already there).
-lint=$("$PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["lint"]))')
-if [ "$(cat "$VENV/.lint" 2>/dev/null)" != "$lint" ]; then
+# The linters and the test tools, pinned in pyproject's `lint` and `checks` extras, layered on
+# (fast when already there; not part of the cache key: a new linter or fuzzer version must not
+# rebuild torch's environment).
+layered=$("$PYTHON" -c 'import tomllib; x = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print(" ".join(x["lint"] + x["checks"]))')
+if [ "$(cat "$VENV/.layered" 2>/dev/null)" != "$layered" ]; then
   # shellcheck disable=SC2086 # one word per requirement
-  "$VENV/bin/python" -m pip install -q $lint >&2
-  printf '%s' "$lint" >"$VENV/.lint"
+  "$VENV/bin/python" -m pip install -q $layered >&2
+  printf '%s' "$layered" >"$VENV/.layered"
 fi
 # Editable install of this checkout (fast: no dependency resolution).
 log=$(mktemp)
