@@ -24,9 +24,10 @@ from pydantic import BaseModel
 
 from tauon_operator import conditions
 from tauon_operator.api import KINDS
+from tauon_operator.drift import drifted
 from tauon_operator.kube import Kube
 from tauon_operator.meta import PARENT_LABEL, SPEC_HASH
-from tauon_operator.metrics import API_WRITES, RECONCILE_SECONDS, RECONCILES
+from tauon_operator.metrics import API_WRITES, DRIFT_REPAIRS, RECONCILE_SECONDS, RECONCILES
 from tauon_operator.settings import Settings
 from tauon_operator.store import Store
 
@@ -170,6 +171,14 @@ class Controller:
         while self._queue is not None and (self._queued or self._processing):
             await asyncio.sleep(0.05)
 
+    def queue_stats(self) -> dict[str, int]:
+        """The work queue as its metrics show it (resource_metrics.WorkQueue)."""
+        return {
+            "depth": len(self._queued),
+            "active": len(self._processing),
+            "retrying": len(self._failures),
+        }
+
     # ------------------------------------------------------------------ the reconcile shape
     async def sync(self, parent: dict[str, Any], outcome: Outcome) -> bool:
         """Carry out an Outcome: apply and prune the children, write the status, post the
@@ -226,9 +235,20 @@ class Controller:
                 )
                 API_WRITES.labels("patch", child["kind"]).inc()
             return
-        have = ((current or {}).get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
-        if have == meta["annotations"][SPEC_HASH]:
-            return
+        if current is not None:
+            paths = drifted(child, current)
+            if not paths:
+                return  # the cluster holds what we want: write nothing
+            have = (current["metadata"].get("annotations") or {}).get(SPEC_HASH)
+            if have == meta["annotations"][SPEC_HASH]:  # not our change: someone else's
+                log.info(
+                    "repairing %s %s/%s: %s changed",
+                    child["kind"],
+                    meta["namespace"],
+                    meta["name"],
+                    ", ".join(paths[:4]),
+                )
+                DRIFT_REPAIRS.labels(child["kind"]).inc()
         applied = await self.kube.apply(child)
         API_WRITES.labels("apply", child["kind"]).inc()
         if applied:

@@ -1,4 +1,5 @@
-"""The few API calls the operator makes: get, server-side apply, status merge-patch, delete.
+"""The few API calls the operator makes: get, list, server-side apply, status merge-patch,
+delete.
 
 The official client is synchronous; every call runs in a worker thread so no handler blocks the
 event loop. 404 on get/delete is an answer (None / nothing to do), not an error.
@@ -37,12 +38,14 @@ PLURALS: dict[tuple[str, str], str] = {
 def path(
     api_version: str,
     kind: str,
-    namespace: str,
+    namespace: str | None,
     name: str | None = None,
     subresource: str | None = None,
 ) -> str:
+    """The resource path; namespace None: the kind across every namespace (a list)."""
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    p = f"{prefix}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    scope = f"/namespaces/{namespace}" if namespace is not None else ""
+    p = f"{prefix}{scope}/{PLURALS[(api_version, kind)]}"
     if name:
         p += f"/{name}"
     if subresource:
@@ -113,6 +116,31 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page: int = 500,
+    ) -> list[dict]:
+        """Every object of a kind (in one namespace, or all), read in pages. Each item carries
+        its apiVersion and kind, as a watch event's object does."""
+        items: list[dict] = []
+        token = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", page)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            body = await self._call("GET", path(api_version, kind, namespace), query=query)
+            for item in body.get("items") or []:
+                items.append({"apiVersion": api_version, "kind": kind, **item})
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     async def apply(self, obj: dict) -> dict:
         """Server-side apply with our field manager; we own what we set."""

@@ -8,16 +8,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 import prometheus_client
+import urllib3
+from kubernetes.client.rest import ApiException
 
 from tauon_operator.controller import Controller
 from tauon_operator.handlers import watch
 from tauon_operator.kube import Kube
 from tauon_operator.meta import MANAGED_BY
 from tauon_operator.metrics import register_objects_by_phase
+from tauon_operator.resource_metrics import register as register_resource_metrics
 from tauon_operator.settings import Settings
 from tauon_operator.state import controller, install
 
@@ -67,9 +71,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     ctl.reconcilers.update(watch.RECONCILERS)
     install(ctl)
     register_objects_by_phase(lambda kind: controller().store.all(kind))
+    register_resource_metrics(
+        lambda kind: controller().store.all(kind), lambda: controller().queue_stats()
+    )
     if ours.metrics_port:
         prometheus_client.start_http_server(ours.metrics_port)
     log.info("tauon operator started (runtime image %s)", ours.runtime_image)
+
+
+@kopf.on.startup()
+async def load_cache(**_) -> None:
+    """No reconcile before the cache holds what the watches will list (kopf starts watching
+    once every startup handler has succeeded)."""
+    t0 = time.monotonic()
+    try:
+        await watch.load_cache(controller().settings.namespaces)
+    except (ApiException, OSError, urllib3.exceptions.HTTPError) as e:
+        raise kopf.TemporaryError(f"listing the cache: {e}", delay=2) from e
+    log.info("cache loaded in %.1f s", time.monotonic() - t0)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -17,6 +17,11 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 API_WRITES = Counter("tauon_api_writes_total", "API writes by verb and kind.", ["verb", "kind"])
+DRIFT_REPAIRS = Counter(
+    "tauon_drift_repairs_total",
+    "Children put back after someone else changed or deleted a field the operator owns.",
+    ["kind"],
+)
 
 
 class ObjectsByPhase(Collector):

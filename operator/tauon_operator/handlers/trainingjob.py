@@ -9,7 +9,13 @@ from tauon_operator.builders import pod
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, Outcome, utcnow
 from tauon_operator.meta import PARENT_LABEL
-from tauon_operator.status.trainingjob import attempt, deadline_left, trainingjob_plan
+from tauon_operator.status.trainingjob import (
+    attempt,
+    deadline_left,
+    trainingjob_plan,
+    unapplied,
+    with_unapplied_change,
+)
 from tauon_runtime.contract.keys import ATTEMPT_LABEL
 
 KIND = "TrainingJob"
@@ -36,13 +42,17 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         except (ValidationError, ValueError) as e:
             await ctl.invalid_spec(tj, str(e))
             return
+    status = plan.status
+    if children is not None and job is not None and not plan.restart:
+        desired = next(c for c in children if c["kind"] == "Job")
+        status = with_unapplied_change(status, unapplied(desired, job), n, now)
     # A restart writes the next attempt number before the failed Job goes: a crash in between
     # resumes with the next attempt instead of counting the same failure twice.
     stop = (plan.restart or plan.stop) and job is not None
     await ctl.sync(
         tj,
         Outcome(
-            status=plan.status,
+            status=status,
             children=children,
             updates=pod.UPDATES,
             status_first=plan.restart,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 
+from tauon_operator import relevance
 from tauon_operator.api import GROUP, VERSION
 from tauon_operator.handlers import dataset, modeldeployment, trainingjob
 from tauon_operator.meta import MANAGED_BY, PARENT_LABEL
@@ -46,9 +49,12 @@ async def modeldeployment_event(type, body, **_):
 
 def _child_event(kind: str, type_: str | None, body) -> None:
     ctl = controller()
+    ns = body["metadata"]["namespace"]
+    old = ctl.store.get(kind, ns, body["metadata"]["name"])
     if not ctl.store.observe(kind, type_ or "ADDED", body):
         return  # the echo of our own write: its parent already reconciled with it
-    ns = body["metadata"]["namespace"]
+    if type_ != "DELETED" and not relevance.matters(kind, old, body):
+        return  # a change the parent's reconcile does not read (a binding, a counter, a heartbeat)
     labels = body["metadata"].get("labels") or {}
     for parent, label in PARENT_LABEL.items():
         if label in labels:
@@ -66,7 +72,8 @@ def _watch_children(group: str, version: str, plural: str, kind: str) -> None:
     kopf.on.event(group, version, plural, labels=MANAGED, id=f"{plural}-cache")(child_event)
 
 
-for _group, _version, _plural, _kind in (
+# Every kind the operator creates, (group, version, plural, kind): watched into the cache.
+CHILDREN = (
     ("batch", "v1", "jobs", "Job"),
     ("", "v1", "pods", "Pod"),
     ("apps", "v1", "deployments", "Deployment"),
@@ -77,21 +84,30 @@ for _group, _version, _plural, _kind in (
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
-):
+)
+for _group, _version, _plural, _kind in CHILDREN:
     _watch_children(_group, _version, _plural, _kind)
 # For the API server's own filtering of those watches (main.configure).
-WATCHED_CHILDREN = (
-    ("batch", "jobs"),
-    "pods",
-    ("apps", "deployments"),
-    "configmaps",
-    "services",
-    "serviceaccounts",
-    "persistentvolumeclaims",
-    ("autoscaling", "horizontalpodautoscalers"),
-    ("rbac.authorization.k8s.io", "roles"),
-    ("rbac.authorization.k8s.io", "rolebindings"),
-)
+WATCHED_CHILDREN = tuple((g, p) if g else p for g, _, p, _ in CHILDREN)
+
+
+async def load_cache(namespaces: tuple[str, ...] = ()) -> None:
+    """Fill the cache with everything the watches will stream before any reconcile runs (an
+    informer's WaitForCacheSync): a reconcile that cannot see a Dataset, a TrainingJob or a
+    child only because its watch has not listed yet would regress a status or delete a child.
+    The watches' first events then repeat what is cached and enqueue the parents."""
+    ctl = controller()
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    kinds = [(f"{GROUP}/{VERSION}", kind, None) for kind in RECONCILERS] + [
+        (f"{g}/{v}" if g else v, kind, selector) for g, v, _, kind in CHILDREN
+    ]
+    scopes: tuple[str | None, ...] = namespaces or (None,)
+    lists = await asyncio.gather(
+        *(ctl.kube.list(av, kind, ns, sel) for av, kind, sel in kinds for ns in scopes)
+    )
+    for (_, kind, _), items in zip([k for k in kinds for _ in scopes], lists, strict=True):
+        for item in items:
+            ctl.store.observe(kind, "ADDED", item)
 
 
 RECONCILERS = {

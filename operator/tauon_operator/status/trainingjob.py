@@ -10,6 +10,7 @@ from tauon_operator import conditions as c
 from tauon_operator.api import ModelArtifact, Progress, TrainingJobStatus
 from tauon_operator.api.trainingjob import TrainingJobPhase as Phase
 from tauon_operator.api.trainingjob import TrainingJobReason as Reason
+from tauon_operator.drift import drifted
 from tauon_operator.status import observe
 from tauon_runtime.contract.keys import ExitCode
 
@@ -80,7 +81,9 @@ def trainingjob_plan(
         return _finished(tj, prev, gen, now)
 
     ds_name = spec["datasetRef"]["name"]
-    if dataset is None:
+    # The Dataset matters until the workers exist: a running attempt has its data mounted and
+    # finishes with it even if the Dataset is deleted meanwhile (only a new attempt needs it).
+    if job is None and dataset is None:
         return plan(
             Phase.PENDING,
             c.standard(
@@ -91,8 +94,8 @@ def trainingjob_plan(
                 **job_like,
             ),
         )
-    ds_phase = (dataset.get("status") or {}).get("phase")
-    if ds_phase == "Failed":
+    ds_phase = ((dataset or {}).get("status") or {}).get("phase")
+    if job is None and ds_phase == "Failed":
         return plan(
             Phase.PENDING,
             c.standard(
@@ -103,7 +106,7 @@ def trainingjob_plan(
                 **job_like,
             ),
         )
-    if ds_phase != "Ready":
+    if job is None and ds_phase != "Ready":
         return plan(
             Phase.PENDING,
             c.standard(
@@ -180,7 +183,8 @@ def trainingjob_plan(
             events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [],
         )
     running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
-    workers = spec.get("workers", 1)
+    # The attempt that runs has the workers its Job was built with, whatever the spec says now.
+    workers = job["spec"].get("completions") or spec.get("workers", 1)
     done = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
     if (running and len(running) >= workers) or (prev.get("phase") == Phase.RUNNING and done):
         # Workers that exited 0 before their Job says Complete are finishing, not starting:
@@ -357,3 +361,38 @@ def _failed(
         extra,
         events=[("Warning", Reason.BACKOFF_LIMIT_EXCEEDED, msg)],
     )
+
+
+def with_unapplied_change(
+    status: TrainingJobStatus, changed: list[str], attempt: int, now: datetime
+) -> TrainingJobStatus:
+    """A spec change the running attempt cannot take (a Job's pod template and worker count
+    are fixed once it runs) is said in a condition, and applies at the next attempt. `changed`:
+    the paths of the worker Job that differ from what the spec now asks; [] when none."""
+    others = [x for x in status.conditions if x.type != SPEC_APPLIED]
+    if not changed:
+        return status.model_copy(update={"conditions": tuple(others)})
+    what = sorted({_SPEC_WORDS.get(p.split("[")[0], "the worker pod template") for p in changed})
+    gen = status.observed_generation or 1
+    previous = [x.model_dump(mode="json", by_alias=True) for x in status.conditions]
+    cond = c.Cond(
+        SPEC_APPLIED,
+        False,
+        Reason.SPEC_CHANGE_NOT_APPLIED,
+        f"generation {gen} changed {', '.join(what)} while attempt {attempt} runs; a running "
+        "attempt keeps the spec it started with: the change applies if the run restarts",
+    )
+    merged = c.merge(previous, [cond], gen, now)
+    return status.model_copy(update={"conditions": tuple(others) + merged})
+
+
+_SPEC_WORDS = {"spec.completions": "workers", "spec.parallelism": "workers"}
+# What differs between a running Job and the desired one without being a spec change: the
+# deadline left is recomputed from the clock, and suspend is synced in place.
+_NOT_CHANGES = ("activeDeadlineSeconds", "suspend")
+
+
+def unapplied(desired_job: dict[str, Any], job: dict[str, Any]) -> list[str]:
+    """The paths of the running Job's spec that the spec now asks to be otherwise."""
+    want = {k: v for k, v in desired_job["spec"].items() if k not in _NOT_CHANGES}
+    return [f"spec.{p}" for p in drifted(want, job.get("spec") or {})]

@@ -35,7 +35,7 @@ class FakeKube:
             err.body = json.dumps({"message": f"{kind} {name!r} is invalid: metadata.name"}).encode()
             raise err
         out = copy.deepcopy(obj)
-        out["metadata"]["resourceVersion"] = str(len(self.calls))
+        out["metadata"]["resourceVersion"] = str(next(VERSIONS))  # newer than any seen
         return out
 
     async def merge_patch(self, api_version, kind, namespace, name, patch) -> dict:
@@ -257,3 +257,93 @@ def test_a_failing_key_backs_off_and_a_success_resets_it():
 
     gaps = run(scenario())
     assert 0.45 <= gaps[0] < 0.9 and 0.95 <= gaps[1] < 1.6
+
+
+def _edited(ctl: Controller, kind: str, name: str, edit) -> None:
+    """Someone else's write, as the watch would deliver it."""
+    obj = copy.deepcopy(ctl.store.get(kind, NS, name))
+    edit(obj)
+    obj["metadata"]["resourceVersion"] = str(next(VERSIONS))
+    ctl.store.observe(kind, "MODIFIED", obj)
+
+
+def test_an_owned_field_someone_changed_is_applied_back():
+    ctl, kube = md_children({**MD_SPEC, "replicas": 2})
+    container = lambda d: d["spec"]["template"]["spec"]["containers"][0]  # noqa: E731
+    _edited(ctl, "Deployment", "web", lambda d: container(d).update(image="evil.example/x:1"))
+    kube.calls.clear()
+    run(modeldeployment.reconcile(ctl, NS, "web"))
+    assert kube.writes("apply") == [("apply", "Deployment", "web")]
+    assert container(ctl.store.get("Deployment", NS, "web"))["image"] != "evil.example/x:1"
+
+
+def test_fields_the_operator_does_not_set_are_not_drift():
+    ctl, kube = md_children({**MD_SPEC, "replicas": 2})
+
+    def defaulted(d):
+        d["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
+        d["spec"]["progressDeadlineSeconds"] = 600
+        d["status"] = {"readyReplicas": 2}
+
+    _edited(ctl, "Deployment", "web", defaulted)
+    kube.calls.clear()
+    run(modeldeployment.reconcile(ctl, NS, "web"))
+    assert not kube.writes("apply")
+
+
+def _running(ctl: Controller, workers: int) -> None:
+    """The worker Job and its pods as the cluster holds them once attempt 0 runs."""
+    job = next(c for c in _built_children(ctl) if c["kind"] == "Job")
+    job["metadata"]["resourceVersion"] = str(next(VERSIONS))
+    job["status"] = {"active": workers}
+    ctl.store.observe("Job", "ADDED", job)
+    for i in range(workers):
+        ctl.store.observe("Pod", "ADDED", {"kind": "Pod", "metadata": {
+            "name": f"t-a0-{i}", "namespace": NS, "resourceVersion": str(next(VERSIONS)),
+            "labels": {"tauon.dev/trainingjob": "t", "tauon.dev/attempt": "0"}},
+            "status": {"phase": "Running"}})
+
+
+def _built_children(ctl: Controller) -> list[dict]:
+    from tauon_operator.builders import trainingjob as build
+
+    return copy.deepcopy(build.build(ctl.store.get("TrainingJob", NS, "t"), ctl.settings, 0))
+
+
+def _status_written(kube: FakeKube) -> list[dict]:
+    patches: list[dict] = []
+    original = kube.patch_status
+
+    async def record(api_version, kind, namespace, name, status):
+        patches.append(status)
+        return await original(api_version, kind, namespace, name, status)
+
+    kube.patch_status = record  # type: ignore[method-assign]
+    return patches
+
+
+def test_a_running_attempt_outlives_its_deleted_dataset():
+    kube = FakeKube()
+    ctl = controller(kube, READY_DATASET, cr("TrainingJob", "t", TJ_SPEC, {"phase": "Running"}))
+    _running(ctl, 1)
+    ctl.store.observe("Dataset", "DELETED", READY_DATASET)
+    patches = _status_written(kube)
+    run(trainingjob.reconcile(ctl, NS, "t"))
+    assert not patches or patches[-1].get("phase", "Running") == "Running", patches
+
+
+def test_more_workers_while_running_is_a_condition_not_a_lie():
+    kube = FakeKube()
+    ctl = controller(kube, READY_DATASET, cr("TrainingJob", "t", TJ_SPEC, {"phase": "Running"}))
+    _running(ctl, 1)
+    ctl.store.observe("TrainingJob", "MODIFIED",
+                      cr("TrainingJob", "t", {**TJ_SPEC, "workers": 2}, {"phase": "Running"},
+                         generation=2))
+    patches = _status_written(kube)
+    run(trainingjob.reconcile(ctl, NS, "t"))
+    status = patches[-1]
+    assert status.get("phase", "Running") == "Running"
+    cond = next(x for x in status["conditions"] if x["type"] == "SpecApplied")
+    assert (cond["status"], cond["reason"]) == ("False", "SpecChangeNotApplied")
+    assert "workers" in cond["message"] and "attempt 0" in cond["message"]
+    assert ("apply", "Job", "t-a0") not in kube.calls, "a running Job's template is never re-applied"
