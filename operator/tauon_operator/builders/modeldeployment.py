@@ -38,6 +38,15 @@ class ResolvedModel:
         return cls(claim=claim, subpath=sub, sha256=sha256)
 
 
+def scrape(port: int) -> dict[str, str]:
+    """The plain Prometheus discovery annotations of a serving pod (its /metrics)."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
 def service_name(md: dict[str, Any]) -> str:
     return md["metadata"]["name"]
 
@@ -139,8 +148,9 @@ def _deployment(
             "template": {
                 "metadata": {
                     "labels": {**meta["labels"], **selector},
-                    # A new digest changes the template, and so starts a rollout.
-                    "annotations": {MODEL_DIGEST_ANNOTATION: model.sha256},
+                    # A new digest changes the template, and so starts a rollout. The
+                    # prometheus.io/* keys serve clusters without prometheus-operator.
+                    "annotations": {MODEL_DIGEST_ANNOTATION: model.sha256, **scrape(port)},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,  # inference needs no API access
