@@ -31,7 +31,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
     from tauon_runtime.models import ModelIntegrityError
     from tauon_runtime.report import Reporter, write_termination_log
 
-    from .app import STATE, activate, create_app
+    from .app import STATE, activate, create_app, make_runner
     from .model import ServedModel
 
     try:
@@ -42,7 +42,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
             {"event": "error", "result": "failed", "error": "InvalidConfig", "message": str(e)}
         )
         return ExitCode.INVALID_CONFIG
-    runner = web.AppRunner(
+    runner = make_runner(
         app, access_log=None, shutdown_timeout=min(30.0, config.request_timeout_seconds)
     )
     await runner.setup()

@@ -8,17 +8,20 @@
   ``{"instances": [...]}`` / ``{"array": ...}``; top-k labels and a prediction id per sample.
 - ``POST /v1/feedback``, ``GET /v1/feedback/stats``; ``GET /metrics``.
 
-Every error is JSON ``{"error": "..."}`` with a 4xx/5xx status; nothing a client sends can stop
-the server.
+Every error is JSON ``{"error": "..."}`` with a 4xx/5xx status (the transport's own answers too,
+when served by :func:`make_runner`), every 200 is strict JSON (no ``NaN``), and nothing a client
+sends can stop the server: bodies are read within limits (:mod:`.transport`), JSON is parsed
+with limits (:mod:`.jsonio`), envelopes are validated as models (:mod:`.envelope`), tensors
+(:mod:`.codec`, :mod:`.binary`) and images (:mod:`.images`) are checked before they reach the
+model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
-import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,19 +33,30 @@ from aiohttp import web
 
 from tauon_runtime.contract import ServeConfig
 
+from . import binary, jsonio
 from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
-from .codec import BadInput, decode_image, decode_v2_input, encode_v2_output, parse_array_body
+from .codec import decode_v2_input, encode_v2_output, parse_array_body
+from .envelope import (
+    MAX_SAMPLES_PER_REQUEST,
+    FeedbackRequest,
+    InferenceRequest,
+    PredictRequest,
+    parse,
+)
+from .errors import BadInput
 from .feedback import FeedbackStore, PredictionCache, make_record
+from .images import decode_image
 from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .model import ServedModel
+from .transport import ServeRunner, read_body, read_files
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATE", "ServeState", "activate", "create_app"]
+__all__ = ["STATE", "ServeState", "activate", "create_app", "make_runner"]
 
 SERVER_NAME = "tauon"
 SERVER_VERSION = "0.1.0"
-MAX_SAMPLES_PER_REQUEST = 1024
+DECODE_THREADS = 2  # images decoded at once: the memory decoding holds is this many budgets
 KEEP_INPUT_BYTES = 1 << 20  # inputs larger than this are summarised, not kept for feedback
 INLINE_PARSE_BYTES = 256 << 10  # larger bodies are parsed off the event loop
 OUTPUTS = ("probabilities", "labels")
@@ -56,6 +70,11 @@ class ServeState:
     feedback: FeedbackStore | None = None
     model: ServedModel | None = None
     batcher: DynamicBatcher | None = None
+    decoder: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            DECODE_THREADS, thread_name_prefix="tauon-decode"
+        )
+    )
     ready: bool = False  # the model is loaded and warm: requests are answered
     draining: bool = False  # shutting down: still answering, but no longer reporting ready
 
@@ -73,6 +92,11 @@ class ServeState:
             raise web.HTTPServiceUnavailable(text=f"model {name!r} is not ready yet")
         return self.model
 
+    def count_unparsed(self, status: int) -> None:
+        """A request the transport answered itself (malformed, or its headers too slow)."""
+        self.metrics.requests.labels("unparsed", "other", str(status)).inc()
+        self.metrics.errors.labels("unparsed", _reason(status)).inc()
+
 
 STATE = web.AppKey("tauon_serve_state", ServeState)
 
@@ -88,8 +112,12 @@ _REASONS = {
 }
 
 
+def _reason(code: int) -> str:
+    return _REASONS.get(code, "internal" if code >= 500 else f"http_{code}")
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return jsonio.response({"error": message}, status=status, headers=headers)
 
 
 @web.middleware
@@ -120,12 +148,10 @@ async def _observe(
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = _error(500, "internal error; see the server log")
     code = response.status
-    state.metrics.requests.labels(route, request.method, str(code)).inc()
+    state.metrics.requests.labels(route, state.metrics.method(request.method), str(code)).inc()
     state.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
     if code >= 400:
-        state.metrics.errors.labels(
-            route, _REASONS.get(code, "internal" if code >= 500 else f"http_{code}")
-        ).inc()
+        state.metrics.errors.labels(route, _reason(code)).inc()
     return response
 
 
@@ -133,49 +159,9 @@ async def _observe(
 # Body reading
 
 
-def _check_length(request: web.Request) -> int:
-    """A declared Content-Length over the limit gets 413 before anything is read."""
-    limit = request.app[STATE].config.max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=limit,
-            actual_size=request.content_length,
-            text=f"request body of {request.content_length} bytes is over the limit of {limit} bytes",
-        )
-    return limit
-
-
-async def _within_timeout(request: web.Request, reading: Awaitable[Any]) -> Any:
-    """A client that trickles its body in is cut off at the request timeout (408)."""
-    timeout = request.app[STATE].config.request_timeout_seconds
-    try:
-        async with asyncio.timeout(timeout):
-            return await reading
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(
-            text=f"the request body did not arrive within {timeout:g}s"
-        ) from None
-
-
 async def _read_body(request: web.Request) -> bytes:
-    limit = _check_length(request)
-    try:
-        return await _within_timeout(request, request.read())  # aiohttp enforces client_max_size
-    except web.HTTPRequestEntityTooLarge:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=limit,
-            actual_size=limit + 1,
-            text=f"request body is over the limit of {limit} bytes",
-        ) from None
-
-
-def _json(body: bytes) -> Any:
-    if not body:
-        raise BadInput("the request body is empty; send JSON")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"the body is not valid JSON: {e}") from None
+    config = request.app[STATE].config
+    return await read_body(request, config.max_request_bytes, config.request_timeout_seconds)
 
 
 async def _off_loop(size: int, fn: Callable[..., Any], *args: Any) -> Any:
@@ -189,7 +175,7 @@ async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.
     timeout = state.config.request_timeout_seconds
     try:
         async with asyncio.timeout(timeout):
-            return await state.batcher.submit(inputs, arrival)
+            probs = await state.batcher.submit(inputs, arrival)
     except TimeoutError:
         raise web.HTTPGatewayTimeout(text=f"inference did not finish within {timeout:g}s") from None
     except Overloaded as e:
@@ -198,6 +184,11 @@ async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.
         ) from None
     except BatcherClosed as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
+    if not np.isfinite(probs).all():  # finite FP32 input can still overflow inside the model
+        raise BadInput(
+            "the model's output is not finite for this input; send values on the 0..255 pixel scale"
+        )
+    return probs
 
 
 def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source: str) -> list[str]:
@@ -212,7 +203,7 @@ def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source:
         state.predictions.put(
             make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES)
         )
-        state.metrics.predictions.labels(label).inc()
+        state.metrics.count_prediction(label)
         ids.append(pid)
     return ids
 
@@ -222,16 +213,18 @@ def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source:
 
 
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"live": True})
+    return jsonio.response({"live": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     is_ready = request.app[STATE].reports_ready
-    return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+    return jsonio.response({"ready": is_ready}, status=200 if is_ready else 503)
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+    return jsonio.response(
+        {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": [binary.EXTENSION]}
+    )
 
 
 def _version(model: ServedModel) -> str:
@@ -252,7 +245,7 @@ async def model_metadata(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = _versioned_model(request)
     c, h, w = model.chw
-    return web.json_response(
+    return jsonio.response(
         {
             "name": model.name,
             "versions": [_version(model)],
@@ -274,28 +267,31 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 
 async def model_ready(request: web.Request) -> web.Response:
+    """Agrees with metadata and infer: 404 for another model or (once loaded) another version."""
     state = request.app[STATE]
     name = request.match_info["name"]
     if name != state.config.model_name:
         raise web.HTTPNotFound(
             text=f"unknown model {name!r}; this server serves {state.config.model_name!r}"
         )
-    return web.json_response(
+    if state.model is not None and "version" in request.match_info:
+        _versioned_model(request)
+    return jsonio.response(
         {"name": name, "ready": state.reports_ready}, status=200 if state.reports_ready else 503
     )
 
 
-def _parse_v2(body: bytes, model: ServedModel) -> tuple[np.ndarray, dict[str, Any]]:
-    req = _json(body)
-    if not isinstance(req, dict):
-        raise BadInput("the v2 infer body must be a JSON object with 'inputs'")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        count = len(inputs) if isinstance(inputs, list) else 0
+def _parse_v2(
+    body: bytes, header_length: str | None, model: ServedModel
+) -> tuple[np.ndarray, InferenceRequest]:
+    head, tail = binary.split_request(body, header_length)
+    req = parse(InferenceRequest, jsonio.loads(head), "the v2 infer body")
+    if len(req.inputs) != 1:
         raise BadInput(
-            f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {count}"
+            f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {len(req.inputs)}"
         )
-    x, _ = decode_v2_input(inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST)
+    [data] = binary.take_inputs(req.inputs, tail)
+    x = decode_v2_input(req.inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST, data)
     return x, req
 
 
@@ -305,34 +301,38 @@ async def infer(request: web.Request) -> web.Response:
     assert state.batcher is not None
     with state.batcher.arrival() as arrival:
         body = await _read_body(request)
-        x, req = await _off_loop(len(body), _parse_v2, body, model)
-        wanted: list[str] = [
-            str(o.get("name")) if isinstance(o, dict) else o for o in (req.get("outputs") or [])
-        ] or list(OUTPUTS)
-        unknown = [o for o in wanted if o not in OUTPUTS]
+        x, req = await _off_loop(
+            len(body), _parse_v2, body, request.headers.get(binary.HEADER), model
+        )
+        wanted = [(o.name, req.wants_binary(o)) for o in req.outputs or []] or [
+            (name, req.wants_binary(None)) for name in OUTPUTS
+        ]
+        unknown = [name for name, _ in wanted if name not in OUTPUTS]
         if unknown:
-            raise BadInput(f"unknown output {unknown[0]!r}; this model has {', '.join(OUTPUTS)}")
+            raise BadInput(
+                f"unknown output {unknown[0][:256]!r}; this model has {', '.join(OUTPUTS)}"
+            )
         probs = await _infer(state, x, arrival)
     ids = _remember(state, probs, x, "v2")
-    outputs = []
-    for name in wanted:
+    outputs, chunks = [], []
+    for name, as_binary in wanted:
         if name == "probabilities":
-            outputs.append(encode_v2_output(name, probs.astype(np.float32), "FP32"))
+            out, raw = encode_v2_output(name, probs.astype(np.float32), "FP32", as_binary)
         else:
-            outputs.append(
-                encode_v2_output(
-                    name, [model.classes[int(k)] for k in probs.argmax(axis=1)], "BYTES"
-                )
-            )
+            labels = [model.classes[int(k)] for k in probs.argmax(axis=1)]
+            out, raw = encode_v2_output(name, labels, "BYTES", as_binary)
+        outputs.append(out)
+        if raw is not None:
+            chunks.append(raw)
     response: dict[str, Any] = {
         "model_name": model.name,
         "model_version": _version(model),
         "outputs": outputs,
         "parameters": {"predictionIds": ids, "modelDigest": model.digest},
     }
-    if "id" in req:
-        response["id"] = req["id"]
-    return web.json_response(response)
+    if req.id is not None:
+        response["id"] = req.id
+    return binary.response(response, chunks)
 
 
 # ------------------------------------------------------------------------------------------
@@ -347,30 +347,29 @@ SNIFF_TYPES = frozenset(
 
 
 async def _predict_inputs(
-    request: web.Request, model: ServedModel
+    request: web.Request, state: ServeState, model: ServedModel
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """-> (inputs for the model, inputs to remember, source)."""
+    config = state.config
     content_type = request.content_type
     loop = asyncio.get_running_loop()
     if content_type == "multipart/form-data":
-        _check_length(request)
-        try:
-            form = await _within_timeout(request, request.post())  # enforces client_max_size
-        except ValueError as e:
-            raise BadInput(f"could not parse the multipart form: {e}") from None
-        files = [v for v in form.values() if isinstance(v, web.FileField)]
+        files = await read_files(
+            request,
+            config.max_request_bytes,
+            config.request_timeout_seconds,
+            MAX_SAMPLES_PER_REQUEST,
+        )
         if not files:
             raise BadInput("the multipart form has no file part; attach the image as a file")
-        if len(files) > MAX_SAMPLES_PER_REQUEST:
-            raise BadInput(f"{len(files)} images; at most {MAX_SAMPLES_PER_REQUEST} per request")
         images = []
-        for f in files:
+        for filename, data in files:
             try:
                 images.append(
-                    await loop.run_in_executor(None, decode_image, f.file.read(), model.chw)
+                    await loop.run_in_executor(state.decoder, decode_image, data, model.chw)
                 )
             except BadInput as e:
-                raise BadInput(f"file {f.filename or f.name!r}: {e}", e.status) from None
+                raise BadInput(f"file {filename[:256]!r}: {e}", e.status) from None
         pixels = np.stack(images)
         return pixels.astype(np.float32), pixels, "image"
     if not (
@@ -379,7 +378,7 @@ async def _predict_inputs(
         or content_type in SNIFF_TYPES
     ):
         raise BadInput(
-            f"unsupported Content-Type {content_type!r}; send image/png, image/jpeg, "
+            f"unsupported Content-Type {content_type[:100]!r}; send image/png, image/jpeg, "
             "multipart/form-data with image files, or application/json",
             status=415,
         )
@@ -388,14 +387,14 @@ async def _predict_inputs(
         content_type in SNIFF_TYPES and body.lstrip()[:1] == b"{"
     )
     if is_json:
-        x = await _off_loop(
-            len(body),
-            lambda: parse_array_body(_json(body), model.chw, MAX_SAMPLES_PER_REQUEST).astype(
-                np.float32
-            ),
-        )
+
+        def parse_arrays() -> np.ndarray:
+            req = parse(PredictRequest, jsonio.loads(body), "the JSON body")
+            return parse_array_body(req, model.chw, MAX_SAMPLES_PER_REQUEST)
+
+        x = await _off_loop(len(body), parse_arrays)
         return x, x, "array"
-    pixels = (await loop.run_in_executor(None, decode_image, body, model.chw))[None]
+    pixels = (await loop.run_in_executor(state.decoder, decode_image, body, model.chw))[None]
     return pixels.astype(np.float32), pixels, "image"
 
 
@@ -418,7 +417,7 @@ async def predict(request: web.Request) -> web.Response:
     k = _top_k(request, state.config.top_k, len(model.classes))
     assert state.batcher is not None
     with state.batcher.arrival() as arrival:
-        x, remembered, source = await _predict_inputs(request, model)
+        x, remembered, source = await _predict_inputs(request, state, model)
         probs = await _infer(state, x, arrival)
     ids = _remember(state, probs, remembered, source)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -428,24 +427,9 @@ async def predict(request: web.Request) -> web.Response:
         predictions.append(
             {"predictionId": pid, "label": top[0]["label"], "score": top[0]["score"], "topK": top}
         )
-    return web.json_response(
+    return jsonio.response(
         {"predictions": predictions, "modelName": model.name, "modelDigest": model.digest}
     )
-
-
-def _feedback_label(body: dict[str, Any], classes: list[str]) -> str | None:
-    given = [body[k] for k in ("label", "trueLabel") if body.get(k) is not None]
-    if len(given) == 2 and str(given[0]) != str(given[1]):
-        raise BadInput("'label' and 'trueLabel' disagree; send one of them")
-    if not given:
-        return None
-    label = given[0]
-    if isinstance(label, bool) or not isinstance(label, str | int):
-        raise BadInput(f"label must be a string (one of the model's classes), got {label!r}")
-    if str(label) not in classes:
-        shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
-        raise BadInput(f"label {str(label)!r} is not one of the model's classes: {shown}")
-    return str(label)
 
 
 async def feedback(request: web.Request) -> web.Response:
@@ -453,20 +437,12 @@ async def feedback(request: web.Request) -> web.Response:
     model = state.require_model(state.config.model_name)
     if state.feedback is None:
         raise web.HTTPNotFound(text="feedback is not enabled on this deployment (feedback.enabled)")
-    body = _json(await _read_body(request))
-    if not isinstance(body, dict):
-        raise BadInput('feedback must be a JSON object: {"predictionId": ..., "label": ...}')
-    pid = body.get("predictionId")
-    if not isinstance(pid, str) or not pid:
-        raise BadInput("'predictionId' (a string from /v1/predict) is required")
-    true_label = _feedback_label(body, model.classes)
-    score = body.get("score")
-    if score is not None and (
-        isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)
-    ):
-        raise BadInput(f"score must be a finite number, got {score!r}")
-    if true_label is None and score is None:
-        raise BadInput("send the true 'label' (or 'trueLabel'), a 'score', or both")
+    body = parse(FeedbackRequest, jsonio.loads(await _read_body(request)), "feedback")
+    true_label = body.given_label
+    if true_label is not None and true_label not in model.classes:
+        shown = ", ".join(model.classes[:20]) + (", ..." if len(model.classes) > 20 else "")
+        raise BadInput(f"label {true_label[:100]!r} is not one of the model's classes: {shown}")
+    pid = body.prediction_id
     record = state.predictions.get(pid)
     if record is None:
         raise web.HTTPNotFound(
@@ -483,19 +459,19 @@ async def feedback(request: web.Request) -> web.Response:
         "predictedScore": record.score,
         "trueLabel": true_label,
         "correct": correct,
-        "score": score,
+        "score": body.score,
         "input": record.input_summary(),
     }
     await state.feedback.append_async(entry)
     state.metrics.feedback.labels("unknown" if correct is None else str(correct).lower()).inc()
-    return web.json_response({"stored": True, "predictionId": pid, "correct": correct}, status=201)
+    return jsonio.response({"stored": True, "predictionId": pid, "correct": correct}, status=201)
 
 
 async def feedback_stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.feedback is None:
-        return web.json_response({"enabled": False})
-    return web.json_response({"enabled": True, **state.feedback.stats.as_dict()})
+        return jsonio.response({"enabled": False})
+    return jsonio.response({"enabled": True, **state.feedback.stats.as_dict()})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -531,6 +507,7 @@ async def activate(app: web.Application, model: ServedModel) -> None:
     )
     await batcher.start()
     state.model, state.batcher = model, batcher
+    m.track_labels(model.classes)
     m.model_info.labels(model.name, model.architecture, model.digest, str(model.device)).set(1)
     m.model_ready.set(1)
     state.ready = True
@@ -548,6 +525,10 @@ async def _on_shutdown(app: web.Application) -> None:
     state.metrics.model_ready.set(0)
     if state.batcher is not None:
         await state.batcher.stop(drain_seconds=min(10.0, state.config.request_timeout_seconds))
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    app[STATE].decoder.shutdown(wait=False)
 
 
 def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.Application:
@@ -582,4 +563,17 @@ def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.App
 
         app.on_startup.append(_activate)
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
     return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> ServeRunner:
+    """The runner to serve ``app`` with: the transport's own answers are JSON, and request
+    headers must arrive within the request timeout."""
+    state = app[STATE]
+    return ServeRunner(
+        app,
+        header_timeout=state.config.request_timeout_seconds,
+        on_error=state.count_unparsed,
+        **kwargs,
+    )

@@ -1,12 +1,13 @@
-"""Request bodies to arrays: Open Inference Protocol v2 JSON tensors, plain arrays, images.
+"""Request bodies to arrays: Open Inference Protocol v2 tensors (JSON or binary), plain arrays.
 
-Everything here is pure (bytes or JSON in, numpy out) and raises :class:`BadInput` with a
-sentence naming the problem and the HTTP status it deserves.
+Everything here is pure (validated envelopes and bytes in, numpy out) and raises
+:class:`BadInput` with a sentence naming the problem and the HTTP status it deserves. Every
+array handed to the model is float32 and finite: a value outside the FP32 range (``1e39``)
+would otherwise turn into infinity, then NaN probabilities.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -14,40 +15,35 @@ from typing import Any
 
 import numpy as np
 
+from . import binary
+from .envelope import PredictRequest, RequestInput
+from .errors import BadInput
+
 __all__ = [
     "V2_DATATYPES",
     "BadInput",
-    "decode_image",
     "decode_v2_input",
     "encode_v2_output",
     "parse_array_body",
 ]
 
-# v2 datatypes we accept as numbers; BOOL and BYTES make no sense as pixels.
-V2_DATATYPES: dict[str, type[np.generic]] = {
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
+# v2 datatypes we accept as numbers (little-endian on the wire); BOOL and BYTES make no sense
+# as pixels. BF16 has no numpy type: its 16 bits are the top half of an FP32.
+V2_DATATYPES: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BF16": np.dtype("<u2"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
 }
-
-IMAGE_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
-MAX_IMAGE_PIXELS = 50_000_000  # a decompression bomb is refused before it is decoded
-
-
-class BadInput(ValueError):
-    """A request the client must fix; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+FP32_MAX = float(np.finfo(np.float32).max)
 
 
 def _shape_str(shape: Sequence[int]) -> str:
@@ -64,7 +60,7 @@ def _numeric(data: Any, what: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             arr = np.asarray(data)
-    except (ValueError, TypeError, np.exceptions.VisibleDeprecationWarning):
+    except (ValueError, TypeError, OverflowError, np.exceptions.VisibleDeprecationWarning):
         raise BadInput(
             f"{what} is a ragged nested list: every row must have the same length"
         ) from None
@@ -74,34 +70,76 @@ def _numeric(data: Any, what: str) -> np.ndarray:
         raise BadInput(f"{what} must hold numbers only (found {arr.dtype.name} values)")
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
-        raise BadInput(f"{what} holds NaN or infinite values")
+        raise BadInput(f"{what} holds NaN, infinite or out-of-range values")
     return arr
 
 
+def as_model_input(values: np.ndarray, what: str) -> np.ndarray:
+    """Any numeric array -> float32, refusing what FP32 cannot hold (the model computes in it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = values.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise BadInput(
+            f"{what} holds NaN, infinite, or out-of-range values (FP32 holds |x| <= {FP32_MAX:.4g})"
+        )
+    return x
+
+
+def _from_json(tensor: RequestInput, datatype: str, count: int) -> np.ndarray:
+    name = tensor.name
+    arr = _numeric(tensor.data, f"input {name!r} data")
+    if arr.size != count:
+        raise BadInput(
+            f"input {name!r} has {arr.size} values but shape {_shape_str(tensor.shape)} "
+            f"needs {count}"
+        )
+    dtype = V2_DATATYPES[datatype]
+    if datatype == "BF16":
+        return arr
+    if dtype.kind in "iu":
+        if not np.array_equal(arr, np.floor(arr)):
+            raise BadInput(f"input {name!r} is {datatype} but holds non-integer values")
+        info = np.iinfo(dtype)
+        if arr.min(initial=0) < info.min or arr.max(initial=0) > info.max:
+            raise BadInput(f"input {name!r} holds values outside the range of {datatype}")
+        return arr
+    # Round through the declared type, so FP16 data means what an FP16 tensor would mean.
+    with np.errstate(over="ignore"):
+        typed = arr.astype(dtype)
+    if not np.isfinite(typed).all():
+        raise BadInput(f"input {name!r} holds values outside the range of {datatype}")
+    return typed
+
+
+def _from_binary(tensor: RequestInput, datatype: str, count: int, data: memoryview) -> np.ndarray:
+    dtype = V2_DATATYPES[datatype]
+    if len(data) != count * dtype.itemsize:
+        raise BadInput(
+            f"input {tensor.name!r} has {len(data)} bytes of binary data but shape "
+            f"{_shape_str(tensor.shape)} of {datatype} needs {count * dtype.itemsize}"
+        )
+    values = np.frombuffer(data, dtype=dtype)
+    if datatype == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values
+
+
 def decode_v2_input(
-    tensor: Any, name: str, chw: tuple[int, int, int], max_batch: int
-) -> tuple[np.ndarray, str]:
-    """One v2 input tensor ``{name, shape, datatype, data}`` -> (float32 [N, C, H, W], datatype)."""
-    if not isinstance(tensor, dict):
-        raise BadInput("each entry of 'inputs' must be an object with name, shape, datatype, data")
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
-    if missing:
-        raise BadInput(f"input is missing {', '.join(repr(k) for k in missing)}")
-    if tensor["name"] != name:
-        raise BadInput(f"unknown input {tensor['name']!r}: this model has one input named {name!r}")
-    datatype = tensor["datatype"]
-    if not isinstance(datatype, str) or datatype.upper() not in V2_DATATYPES:
+    tensor: RequestInput,
+    name: str,
+    chw: tuple[int, int, int],
+    max_batch: int,
+    data: memoryview | None = None,
+) -> np.ndarray:
+    """One v2 input tensor (its binary data, if sent so) -> float32 [N, C, H, W]."""
+    if tensor.name != name:
+        raise BadInput(f"unknown input {tensor.name!r}: this model has one input named {name!r}")
+    datatype = tensor.datatype.upper()
+    if datatype not in V2_DATATYPES:
         raise BadInput(
-            f"input {name!r} has datatype {datatype!r}; use one of {', '.join(V2_DATATYPES)}"
+            f"input {name!r} has datatype {tensor.datatype!r}; use one of {', '.join(V2_DATATYPES)}"
         )
-    datatype = datatype.upper()
-    shape = tensor["shape"]
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise BadInput(
-            f"input {name!r} shape must be a list of non-negative integers, got {shape!r}"
-        )
+    shape = tensor.shape
     expected = [-1, *chw]
     if len(shape) != 4 or tuple(shape[1:]) != chw:
         raise BadInput(
@@ -111,34 +149,29 @@ def decode_v2_input(
         raise BadInput(f"input {name!r} has an empty batch (shape {_shape_str(shape)})")
     if shape[0] > max_batch:
         raise BadInput(f"input {name!r} has a batch of {shape[0]}; at most {max_batch} per request")
-    arr = _numeric(tensor["data"], f"input {name!r} data")
     count = math.prod(shape)
-    if arr.size != count:
-        raise BadInput(
-            f"input {name!r} has {arr.size} values but shape {_shape_str(shape)} needs {count}"
-        )
-    dtype = np.dtype(V2_DATATYPES[datatype])
-    if dtype.kind in "iu":
-        if not np.array_equal(arr, np.floor(arr)):
-            raise BadInput(f"input {name!r} is {datatype} but holds non-integer values")
-        info = np.iinfo(dtype)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise BadInput(f"input {name!r} holds values outside the range of {datatype}")
-    elif dtype == np.float16 and np.abs(arr).max(initial=0) > np.finfo(np.float16).max:
-        raise BadInput(f"input {name!r} holds values outside the range of FP16")
-    # Round through the declared type, so FP16 data means what an FP16 tensor would mean.
-    return arr.astype(dtype).astype(np.float32).reshape(shape), datatype
+    if data is None:
+        values = _from_json(tensor, datatype, count)
+    else:
+        values = _from_binary(tensor, datatype, count, data)
+    return as_model_input(values, f"input {name!r}").reshape(shape)
 
 
-def encode_v2_output(name: str, array: np.ndarray | list[str], datatype: str) -> dict[str, Any]:
-    if isinstance(array, np.ndarray):
-        return {
-            "name": name,
-            "datatype": datatype,
-            "shape": list(array.shape),
-            "data": array.ravel().tolist(),
-        }
-    return {"name": name, "datatype": datatype, "shape": [len(array)], "data": list(array)}
+def encode_v2_output(
+    name: str, values: np.ndarray | list[str], datatype: str, as_binary: bool = False
+) -> tuple[dict[str, Any], bytes | None]:
+    """-> (the output's JSON, its binary data when ``as_binary``)."""
+    shape = list(values.shape) if isinstance(values, np.ndarray) else [len(values)]
+    out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+    if not as_binary:
+        out["data"] = values.ravel().tolist() if isinstance(values, np.ndarray) else list(values)
+        return out, None
+    if isinstance(values, np.ndarray):
+        raw = np.ascontiguousarray(values, dtype=V2_DATATYPES[datatype]).tobytes()
+    else:
+        raw = binary.bytes_tensor(values)
+    out["parameters"] = {"binary_data_size": len(raw)}
+    return out, raw
 
 
 def _as_sample(arr: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray | None:
@@ -155,24 +188,17 @@ def _as_sample(arr: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray | None:
     return None
 
 
-def parse_array_body(body: Any, chw: tuple[int, int, int], max_batch: int) -> np.ndarray:
-    """``{"instances": [sample, ...]}`` or ``{"array": sample | batch}`` -> float [N, C, H, W].
+def parse_array_body(body: PredictRequest, chw: tuple[int, int, int], max_batch: int) -> np.ndarray:
+    """``{"instances": [sample, ...]}`` or ``{"array": sample | batch}`` -> float32 [N, C, H, W].
 
     A sample may be [C, H, W], [H, W, C], [H, W] for one channel, or flat C*H*W values.
     """
     expected = f"{_shape_str(chw)} (or [H, W, C], or {math.prod(chw)} flat values)"
-    if not isinstance(body, dict) or ("instances" in body) == ("array" in body):
-        raise BadInput(
-            'JSON body must be {"instances": [sample, ...]} or {"array": sample_or_batch}'
-        )
-    if "instances" in body:
-        instances = body["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise BadInput("'instances' must be a non-empty list of samples")
-        if len(instances) > max_batch:
-            raise BadInput(f"{len(instances)} instances; at most {max_batch} per request")
+    if body.instances is not None:
+        if len(body.instances) > max_batch:
+            raise BadInput(f"{len(body.instances)} instances; at most {max_batch} per request")
         samples = []
-        for i, inst in enumerate(instances):
+        for i, inst in enumerate(body.instances):
             arr = _numeric(inst, f"instances[{i}]")
             sample = _as_sample(arr, chw)
             if sample is None:
@@ -180,55 +206,22 @@ def parse_array_body(body: Any, chw: tuple[int, int, int], max_batch: int) -> np
                     f"instances[{i}] has shape {_shape_str(arr.shape)}; expected {expected}"
                 )
             samples.append(sample)
-        return np.stack(samples)
-    arr = _numeric(body["array"], "'array'")
-    sample = _as_sample(arr, chw)
-    if sample is not None:
-        return sample[None]
-    if arr.ndim >= 2 and 0 < arr.shape[0] <= max_batch:
-        rows = [_as_sample(row, chw) for row in arr]
-        if all(r is not None for r in rows):
-            return np.stack(rows)  # type: ignore[arg-type]
-    raise BadInput(
-        f"'array' has shape {_shape_str(arr.shape)}; expected one sample {expected} "
-        f"or a batch of up to {max_batch} of them"
-    )
-
-
-def decode_image(data: bytes, chw: tuple[int, int, int]) -> np.ndarray:
-    """PNG/JPEG/... bytes -> uint8 [C, H, W]: orientation applied, channels converted, resized."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    c, h, w = chw
-    if c not in (1, 3):
-        raise BadInput(
-            f"this model takes {c}-channel input, which images cannot provide", status=415
-        )
-    if not data:
-        raise BadInput("the image body is empty")
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.format not in IMAGE_FORMATS:
-            raise BadInput(
-                f"image format {img.format} is not accepted; send PNG or JPEG", status=415
+        batch = np.stack(samples)
+    else:
+        arr = _numeric(body.array, "'array'")
+        sample = _as_sample(arr, chw)
+        if sample is not None:
+            batch = sample[None]
+        else:
+            rows = (
+                [_as_sample(row, chw) for row in arr]
+                if arr.ndim >= 2 and 0 < arr.shape[0] <= max_batch
+                else [None]
             )
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise BadInput(
-                f"image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS} pixels", status=413
-            )
-        decoded: Image.Image = ImageOps.exif_transpose(img)
-        decoded = decoded.convert("L" if c == 1 else "RGB")
-        if decoded.size != (w, h):
-            decoded = decoded.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(decoded, dtype=np.uint8)
-    except BadInput:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as e:
-        raise BadInput(f"could not decode the image: {e}") from None
-    return arr[None] if c == 1 else np.moveaxis(arr, -1, 0).copy()
+            if any(r is None for r in rows):
+                raise BadInput(
+                    f"'array' has shape {_shape_str(arr.shape)}; expected one sample {expected} "
+                    f"or a batch of up to {max_batch} of them"
+                )
+            batch = np.stack(rows)  # type: ignore[arg-type]
+    return as_model_input(batch, "the array")

@@ -1,7 +1,10 @@
 """Prometheus collectors of the inference server, in a registry of their own.
 
 A registry per server (not the process-wide default) keeps two servers in one process, as in
-the tests, from colliding on metric names.
+the tests, from colliding on metric names. No label takes its values from the client
+unbounded: HTTP methods outside the standard ones count as ``other``, and predicted labels
+beyond the first :data:`MAX_PREDICTION_LABELS` classes of the model as ``other`` too (a model
+with 20,000 classes must not make 20,000 series).
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServeMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MAX_PREDICTION_LABELS", "ServeMetrics"]
+
+MAX_PREDICTION_LABELS = 100
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 # Latencies from sub-millisecond (a tiny CNN on a warm CPU) to a slow request near its timeout.
 LATENCY_BUCKETS = (
@@ -75,7 +82,7 @@ class ServeMetrics:
         )
         self.predictions = Counter(
             "tauon_serve_predictions",
-            "Samples predicted, by predicted label (watch for drift).",
+            "Samples predicted, by predicted label (the first 100 classes; the rest as other).",
             ["label"],
             registry=r,
         )
@@ -97,6 +104,23 @@ class ServeMetrics:
             ["correct"],
             registry=r,
         )
+
+        self._prediction_labels: frozenset[str] = frozenset()
+
+    def track_labels(self, classes: list[str]) -> None:
+        """Give the model's first classes a series each (at 0, so rates start from there)."""
+        self._prediction_labels = frozenset(classes[:MAX_PREDICTION_LABELS])
+        for label in self._prediction_labels:
+            self.predictions.labels(label)
+        if len(classes) > MAX_PREDICTION_LABELS:
+            self.predictions.labels(OTHER)
+
+    def count_prediction(self, label: str) -> None:
+        self.predictions.labels(label if label in self._prediction_labels else OTHER).inc()
+
+    @staticmethod
+    def method(name: str) -> str:
+        return name if name in METHODS else OTHER
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,10 +23,10 @@ from PIL import Image
 
 from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.config import ServeConfig
-from tauon_runtime.models import build_model, export_model
 from tauon_runtime.contract.keys import ExitCode
+from tauon_runtime.models import build_model, export_model
 from tauon_runtime.serve import main
-from tauon_runtime.serve.app import create_app
+from tauon_runtime.serve.app import create_app, make_runner
 from tauon_runtime.serve.model import ServedModel
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,9 +37,10 @@ MODEL = "digits"
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: a CNN trained for a few seconds on the bundled digits, exported as Tauon exports it
+# (once per session: test_serve_hostile.py and test_serve_fuzz.py import them)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits():
     from sklearn.datasets import load_digits
 
@@ -51,9 +52,11 @@ def digits():
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(digits, tmp_path_factory):
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a net this small trains 5x faster on one thread of a busy machine
     options = {"width": 16, "hidden": 64}
     net = build_model("cnn", 10, 1, 8, options)
     scaled = digits["x_train"].astype(np.float32) / 255.0
@@ -67,6 +70,7 @@ def model_dir(digits, tmp_path_factory):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
             opt.step()
+    torch.set_num_threads(threads)
     out = tmp_path_factory.mktemp("export") / "model"
     card = {
         "name": MODEL,
@@ -83,12 +87,12 @@ def model_dir(digits, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def card(model_dir):
     return json.loads((model_dir / "model.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(model_dir):
     return ServedModel.load(str(model_dir), MODEL, device="cpu")
 
@@ -99,9 +103,16 @@ def config(model_dir, **overrides) -> ServeConfig:
     return ServeConfig.model_validate(raw)
 
 
+class ServeTestServer(TestServer):
+    """A test server on the runner `tauon-runtime serve` uses (JSON transport errors too)."""
+
+    async def _make_runner(self, **kwargs):
+        return make_runner(self.app, **kwargs)
+
+
 @contextlib.asynccontextmanager
-async def client_for(cfg: ServeConfig, model: ServedModel):
-    async with TestClient(TestServer(create_app(cfg, model))) as client:
+async def client_for(cfg: ServeConfig, model: ServedModel | None = None):
+    async with TestClient(ServeTestServer(create_app(cfg, model))) as client:
         yield client
 
 
@@ -253,7 +264,7 @@ def test_v2_health_and_metadata(model_dir, served):
 
 def test_not_ready_until_the_model_is_activated(model_dir):
     async def go():
-        async with TestClient(TestServer(create_app(config(model_dir)))) as c:
+        async with client_for(config(model_dir)) as c:
             live, ready = await c.get("/v2/health/live"), await c.get("/v2/health/ready")
             infer = await c.post(f"/v2/models/{MODEL}/infer", json={})
             return live.status, ready.status, infer.status

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from tauon_runtime.serve.batcher import BatcherClosed, DynamicBatcher
-from tauon_runtime.serve.codec import BadInput, decode_image, decode_v2_input, parse_array_body
+from tauon_runtime.serve.codec import BadInput, decode_v2_input, parse_array_body
+from tauon_runtime.serve.envelope import InferenceRequest, PredictRequest, parse
 from tauon_runtime.serve.feedback import FeedbackStore, PredictionCache, make_record
+from tauon_runtime.serve.images import decode_image
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,6 +27,16 @@ def v2(shape, datatype="FP32", data=None, name="input"):
     if data is None:
         data = list(range(int(np.prod(shape))))
     return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+def decode_v2(tensor):
+    """A tensor as the server meets it: validated in its envelope, then decoded."""
+    req = parse(InferenceRequest, {"inputs": [tensor]}, "the body")
+    return decode_v2_input(req.inputs[0], "input", CHW, 1024)
+
+
+def parse_arrays(body):
+    return parse_array_body(parse(PredictRequest, body, "the JSON body"), CHW, 1024)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +55,7 @@ def v2(shape, datatype="FP32", data=None, name="input"):
     ],
 )
 def test_v2_input_accepted(tensor):
-    x, _ = decode_v2_input(tensor, "input", CHW, 1024)
+    x = decode_v2(tensor)
     assert x.dtype == np.float32 and x.shape == (2, 1, 8, 8)
     np.testing.assert_array_equal(x.ravel(), np.arange(128, dtype=np.float32))
 
@@ -61,18 +73,22 @@ def test_v2_input_accepted(tensor):
         (v2([1, 1, 8, 8], data=["a"] * 64), "numbers only"),
         (v2([1, 1, 8, 8], data=[True] * 64), "numbers only"),
         (v2([1, 1, 8, 8], data=[[1, 2], [3]]), "ragged"),
-        (v2([1, 1, 8, 8], data=5), "must be a list"),
+        (v2([1, 1, 8, 8], data=5), "inputs[0].data: Input should be a valid list"),
         (v2([1, 1, 8, 8], data=[float("nan")] * 64), "NaN"),
         (v2([0, 1, 8, 8], data=[]), "empty batch"),
         (v2([1, 1, 8, 8], name="pixels"), "named 'input'"),
-        ({"name": "input", "shape": [1, 1, 8, 8]}, "missing 'datatype', 'data'"),
-        (v2(["1", 1, 8, 8], data=[0] * 64), "non-negative integers"),
+        ({"name": "input", "shape": [1, 1, 8, 8]}, "inputs[0].datatype: Field required"),
+        (v2(["1", 1, 8, 8], data=[0] * 64), "inputs[0].shape[0]: Input should be a valid integer"),
+        (v2([-1, 1, 8, 8], data=[0] * 64), "inputs[0].shape[0]: Input should be greater than"),
+        (v2([1, 1, 8, 8], data=[1e39] * 64), "outside the range of FP32"),
+        (v2([1, 1, 8, 8], "FP64", data=[1e300] * 64), "out-of-range"),
+        (v2([1, 1, 8, 8], "FP16", data=[7e4] * 64), "outside the range of FP16"),
         (v2([2000, 1, 8, 8], data=[0]), "at most 1024"),
     ],
 )
 def test_v2_input_rejected(tensor, message):
     with pytest.raises(BadInput) as e:
-        decode_v2_input(tensor, "input", CHW, 1024)
+        decode_v2(tensor)
     assert e.value.status == 400
     assert message in str(e.value)
 
@@ -98,7 +114,7 @@ SAMPLE = np.arange(64, dtype=np.float64).reshape(1, 8, 8)
     ],
 )
 def test_array_layouts(body, n):
-    x = parse_array_body(body, CHW, 1024)
+    x = parse_arrays(body)
     assert x.shape == (n, 1, 8, 8)
     np.testing.assert_array_equal(x[0], SAMPLE)
 
@@ -106,18 +122,19 @@ def test_array_layouts(body, n):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ([1, 2, 3], '{"instances"'),
-        ({"instances": [], "array": []}, '{"instances"'),
-        ({"instances": []}, "non-empty"),
+        ([1, 2, 3], "must be a JSON object"),
+        ({"instances": [[0] * 64], "array": []}, '{"instances"'),
+        ({"instances": []}, "instances: List should have at least 1 item"),
         ({"instances": [[1, 2, 3]]}, "instances[0] has shape [3]"),
         ({"instances": [SAMPLE.tolist(), [[1]]]}, "instances[1] has shape [1, 1]"),
         ({"array": [[1, 2], [3, 4]]}, "'array' has shape [2, 2]"),
-        ({"array": "abc"}, "must be a list"),
+        ({"array": "abc"}, "array: Input should be a valid list"),
+        ({"array": [1e39] * 64}, "out-of-range"),
     ],
 )
 def test_array_rejected(body, message):
     with pytest.raises(BadInput) as e:
-        parse_array_body(body, CHW, 1024)
+        parse_arrays(body)
     assert message in str(e.value)
 
 
