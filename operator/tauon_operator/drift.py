@@ -35,22 +35,22 @@ def drifted(desired: Any, current: Any, path: str = "") -> list[str]:
         ]
     if desired is None or desired == current:
         return []
-    if (
-        isinstance(desired, str)
-        and isinstance(current, str | int)
-        and _same_quantity(desired, current)
-    ):
+    if _scalar(desired) and _scalar(current) and _same_quantity(desired, current):
         return []
     return [path]
 
 
-def _same_quantity(a: str, b: str | int) -> bool:
-    """ "0.5" and "500m", "1000Mi" and "1000Mi": the API server writes quantities canonically."""
+def _scalar(x: Any) -> bool:
+    return isinstance(x, str | int | float) and not isinstance(x, bool)
+
+
+def _same_quantity(a: str | float, b: str | float) -> bool:
+    """1 and "1", "0.5" and "500m": the API server writes quantities canonically."""
     try:
         return bool(_quantity(a) == _quantity(b))
     except (ValueError, InvalidOperation):
         return False
 
 
-def _quantity(x: str | int) -> Decimal:
+def _quantity(x: str | float) -> Decimal:
     return Decimal(parse_quantity(x))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import kopf
@@ -28,6 +30,14 @@ from tauon_operator.state import controller, install
 log = logging.getLogger("tauon.operator")
 
 
+class RetryEverySecond:
+    """Back-off delays for kopf's API requests: 0.5 s, then 1 s, without end. Iterable again
+    for every request, and not Sized, so kopf counts no limit."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((0.5,), itertools.repeat(1.0))
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Kopf's knobs, each set on purpose."""
     # Our own prefixes: nothing of ours lands under kopf.zalando.org.
@@ -44,6 +54,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 30
+    # Kopf gives a failing request 8 retries (~55 s) and then lets the watch fail, to be
+    # restarted on its own cycle: after a longer API outage recovery would wait on that. Retry
+    # every second for as long as the API server is away, so recovery takes seconds.
+    settings.networking.error_backoffs = RetryEverySecond()
     settings.networking.connect_timeout = 10
     # Per-object workers go idle quickly: thousands of objects, few events each.
     settings.queueing.idle_timeout = 1.0
