@@ -49,10 +49,12 @@ def install_crds(cluster: Cluster) -> list[str]:
     return names
 
 
-def start_operator(cluster: Cluster, kubeconfig: Path | None = None) -> None:
-    """`tauon-operator run` as a process of the cluster (stopped with it)."""
+def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics_port: int = 0) -> None:
+    """`tauon-operator run` as a process of the cluster (stopped with it); its Prometheus
+    metrics on `metrics_port` when one is given."""
     exe = Path(sys.executable).parent / "tauon-operator"
-    cluster.spawn("tauon-operator", [str(exe), "run", "--metrics-port=0", "--health-port=0"], env={
+    args = [str(exe), "run", f"--metrics-port={metrics_port}", "--health-port=0"]
+    cluster.spawn("tauon-operator", args, env={
         "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
         "PYTHONPATH": os.pathsep.join([SOURCE_PATH, os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",

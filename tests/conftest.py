@@ -68,7 +68,15 @@ def tauon_operator(operator_kubeconfig):
 
 
 @pytest.fixture(scope="session")
-def platform():
+def platform_metrics_port() -> int:
+    """Where the platform's operator serves its Prometheus metrics (tests/integration/test_prometheus.py)."""
+    from localkube.procutil import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def platform(platform_metrics_port):
     """The whole platform on this machine: the control plane, kwok GPU nodes (tainted), a node
     agent that really runs pods, the CRDs, and the operator as its own process with exactly the
     chart's RBAC."""
@@ -76,7 +84,7 @@ def platform():
 
     cluster = localplatform.start(operator=False)
     try:
-        localplatform.start_operator(cluster, chart_rbac_kubeconfig(cluster))
+        localplatform.start_operator(cluster, chart_rbac_kubeconfig(cluster), platform_metrics_port)
         yield cluster
     finally:
         cluster.stop()
