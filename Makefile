@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # (another clone on this machine may have installed itself there last).
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
-.PHONY: help setup venv control-plane demo test lint unit integration e2e cluster-up cluster-down \
+.PHONY: help setup venv control-plane prometheus demo test lint unit integration e2e cluster-up cluster-down \
         crds crds-check bench clean
 
 help: ## this list
@@ -23,12 +23,15 @@ venv: ## the Python environment (torch, kopf, kubectl, helm …)
 control-plane: ## build etcd, kube-apiserver, controller-manager, scheduler and kwok (cached)
 	@hack/build-control-plane.sh >/dev/null
 
+prometheus: ## build prometheus and promtool, take prometheus-operator's CRDs (cached)
+	@hack/build-prometheus.sh >/dev/null
+
 setup: venv control-plane
 
 demo: setup ## the main job: start the platform locally and show it working
 	@$(PY) hack/demo.py
 
-test: setup lint ## every test: lint, unit, integration (real API server) and end-to-end
+test: setup prometheus lint ## every test: lint, unit, integration (real API server) and end-to-end
 	$(PY) -m pytest tests
 
 lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
