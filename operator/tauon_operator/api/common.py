@@ -8,6 +8,7 @@ written by several hands (operator, runtime) and must never make a reader crash.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -32,11 +33,14 @@ __all__ = [
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "GROUP",
+    "INT32_MAX",
+    "POSITIVE_QUANTITY",
     "SHA256_HEX",
     "VERSION",
     "ApiModel",
     "Condition",
     "ConditionStatus",
+    "CpuQuantity",
     "Image",
     "LocalObjectRef",
     "ObjectMeta",
@@ -56,6 +60,7 @@ GROUP = "tauon.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "tauon"
+INT32_MAX = 2**31 - 1  # the bound of every field copied into an int32 of a Kubernetes object
 
 
 class StatusModel(ApiModel):
@@ -66,35 +71,69 @@ class StatusModel(ApiModel):
 
 # --- scalar types ------------------------------------------------------------------------------
 
-QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
-    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+# A Kubernetes quantity above zero: no sign but `+`, at least one non-zero digit, then a binary
+# (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an integer exponent (what ParseQuantity takes).
+POSITIVE_QUANTITY = (
+    r"^\+?([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+    r"([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
 )
+QUANTITY_MESSAGE = "must be a quantity above zero, such as 500m, 2 or 4Gi"
 
 
-def _quantity_to_str(value: Any) -> Any:
-    # YAML users write `cpu: 2`; Kubernetes accepts it, so do we.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
+def _positive_quantity(value: Any, *, numbers: type | tuple[type, ...] = int) -> str:
+    # YAML users write `memory: 4294967296` or `cpu: 0.5`; Pods take both, so do we.
+    if isinstance(value, bool) or not isinstance(value, (str, numbers)):
+        raise ValueError(QUANTITY_MESSAGE)
+    text = repr(value) if isinstance(value, float) else str(value)
+    if not re.match(POSITIVE_QUANTITY, text):
+        raise ValueError(QUANTITY_MESSAGE)
+    return text
 
 
 Quantity = Annotated[
     str,
-    BeforeValidator(_quantity_to_str),
-    Field(pattern=QUANTITY, max_length=64),
+    BeforeValidator(_positive_quantity),
+    Field(max_length=64),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "maxLength": 64,
-            "pattern": QUANTITY,
+            # int-or-string, as Kubernetes spells quantities; no `anyOf: [integer, string]`
+            # branches (each would repeat the type error) and no pattern: CEL says what is wrong
+            # in one sentence.
             "x-kubernetes-int-or-string": True,
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                cel(
+                    "type(self) == int ? self > 0 : "
+                    "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                    QUANTITY_MESSAGE,
+                )
+            ],
         }
     ),
 ]
-"""A Kubernetes resource quantity such as `500m`, `2`, `4Gi` (integer or string)."""
+"""A Kubernetes quantity above zero, such as `4Gi` or `4294967296` (integer or string)."""
+
+CpuQuantity = Annotated[
+    str,
+    BeforeValidator(lambda v: _positive_quantity(v, numbers=(int, float))),
+    Field(max_length=64),
+    WithJsonSchema(
+        {
+            # CPU is written as a fraction as often as in millicores (`cpu: 0.5`), and Pods take
+            # the number. A CRD can only say "number or string" with an untyped node, which CEL
+            # cannot see, so the checks are per type: the pattern for strings, the minimum for
+            # numbers, and `not` of a schema that only a non-string non-number (a boolean, an
+            # object, a list) satisfies.
+            "x-kubernetes-preserve-unknown-fields": True,
+            "maxLength": 64,
+            "pattern": POSITIVE_QUANTITY,
+            "minimum": 0,
+            "exclusiveMinimum": True,
+            "not": {"minLength": 1, "maxLength": 0, "minimum": 1, "maximum": 0},
+        }
+    ),
+]
+"""A CPU quantity above zero: `500m`, `2`, or a number such as `0.5`."""
 
 Image = Annotated[
     str,
@@ -116,7 +155,7 @@ class LocalObjectRef(ApiModel):
 
     name: str = Field(
         min_length=1,
-        max_length=253,
+        max_length=63,  # no Tauon object's name is longer (they are label values)
         pattern=DNS_SUBDOMAIN,
         description="Name of the referenced object, in the same namespace.",
     )
@@ -131,8 +170,8 @@ class Resources(ApiModel):
         le=64,
         description="NVIDIA GPUs per pod (`nvidia.com/gpu`). 0 runs on CPU.",
     )
-    cpu: Quantity = Field(
-        "1", description="CPU requested per pod, as a Kubernetes quantity (`2`, `500m`)."
+    cpu: CpuQuantity = Field(
+        "1", description="CPU requested per pod, as a Kubernetes quantity (`2`, `500m`, `0.5`)."
     )
     memory: Quantity = Field(
         "2Gi",

@@ -12,7 +12,9 @@ schema. The translation, node by node:
   the nested defaults produce the same value and no CEL rule looks inside it (the API server
   checks defaults against CEL before filling nested defaults), else in full; either way the API
   server fills the same values as pydantic;
-- status carries no defaults (status is observed, never defaulted).
+- status carries no defaults (status is observed, never defaulted);
+- the root carries the kind's name rules (CEL on `self.metadata.name`): names become label
+  values, Service names and hostname prefixes of the children.
 """
 
 from __future__ import annotations
@@ -111,8 +113,6 @@ def _node(node: dict, defs: dict, defaults: bool) -> dict:
                 out[key] = _strip_none(value)
         else:
             out[key] = copy.deepcopy(value)
-    if out.get("x-kubernetes-preserve-unknown-fields"):
-        out.setdefault("type", "object")
     if out.get("type") == "object" and "properties" in out:
         out.pop("additionalProperties", None)
     # The API server checks a default against CEL rules *before* filling nested defaults, so
@@ -201,11 +201,18 @@ def openapi_schema(kind: type[Resource]) -> dict[str, Any]:
                 "object represents.",
                 "type": "string",
             },
-            "metadata": {"type": "object"},
+            "metadata": {
+                "type": "object",
+                # Declared so that the name rules below can point at it (fieldPath).
+                "properties": {
+                    "name": {"description": f"Name of the {kind.KIND}.", "type": "string"}
+                },
+            },
             "spec": _ordered(spec),
             "status": _ordered(status),
         },
         "required": ["spec"],
+        "x-kubernetes-validations": kind.NAME.rules(),
     }
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tauon_runtime.contract.serve import Batching, Feedback
 
 from .common import (
+    DNS_SUBDOMAIN,
     ApiModel,
     Condition,
+    CpuQuantity,
     Image,
     LocalObjectRef,
     Quantity,
@@ -22,6 +25,12 @@ from .common import (
     observed_generation_field,
     phase_field,
     rules,
+)
+
+# pvc://<claim>[/<path>]: the claim is a PersistentVolumeClaim's name (a DNS subdomain).
+PVC_URI = "^pvc://" + DNS_SUBDOMAIN.strip("^$") + "(/.*)?$"
+PVC_URI_MESSAGE = (
+    "a pvc:// URI starts with the name of a PersistentVolumeClaim: pvc://<claim>/<path>"
 )
 
 
@@ -54,6 +63,9 @@ class ModelSource(ApiModel):
         pattern=r"^(https?|pvc)://\S+$",
         description="Location of a model directory or safetensors file: `https://...` or "
         "`pvc://<claim>/<path>`.",
+        json_schema_extra=rules(
+            cel(f"!self.startsWith('pvc://') || self.matches(r'{PVC_URI}')", PVC_URI_MESSAGE)
+        ),
     )
     sha256: Sha256 | None = Field(
         None, description="Required with uri: SHA-256 of the weights; a mismatch is not served."
@@ -66,6 +78,13 @@ class ModelSource(ApiModel):
         if (self.uri is None) != (self.sha256 is None):
             raise ValueError("sha256 is required with uri, and only with uri")
         return self
+
+    @field_validator("uri")
+    @classmethod
+    def _pvc_claim(cls, uri: str | None) -> str | None:
+        if uri and uri.startswith("pvc://") and not re.match(PVC_URI, uri):
+            raise ValueError(PVC_URI_MESSAGE)
+        return uri
 
 
 class Autoscaling(ApiModel):
@@ -101,8 +120,8 @@ class Autoscaling(ApiModel):
 class ServingResources(Resources):
     """Compute for one inference pod: GPUs, CPU and memory."""
 
-    cpu: Quantity = Field(
-        "500m", description="CPU requested per pod, as a Kubernetes quantity (`1`, `500m`)."
+    cpu: CpuQuantity = Field(
+        "500m", description="CPU requested per pod, as a Kubernetes quantity (`1`, `500m`, `0.5`)."
     )
     memory: Quantity = Field(
         "1Gi", description="Memory per pod, request and limit, as a Kubernetes quantity (`2Gi`)."

@@ -2,16 +2,78 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .common import API_VERSION, ObjectMeta, StatusModel
+from .common import API_VERSION, ObjectMeta, StatusModel, cel
 from .dataset import DatasetSpec, DatasetStatus
 from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from .trainingjob import TrainingJobSpec, TrainingJobStatus
+from .trainingjob import MAX_BACKOFF_LIMIT, MAX_WORKERS, TrainingJobSpec, TrainingJobStatus
+
+DNS_LABEL_MAX = 63  # label values, Service names and pod hostnames
+LABEL_VALUE = "the name is a label value on every child, and label values hold 63 at most"
+# A worker pod's hostname is `<name>-a<attempt>-<index>` and must be a DNS label.
+WORKER_SUFFIX = len(f"-a{MAX_BACKOFF_LIMIT}-{MAX_WORKERS - 1}")
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What a kind's name must be so that every child built from it is valid.
+
+    The API server only asks for a DNS subdomain (253 characters, dots allowed); the name also
+    becomes label values (63 characters at most) and, for some kinds, the prefix of DNS labels
+    (Service names, pod hostnames): those kinds need a letter first, no dots, and room for the
+    longest suffix. Checked at the root of the CRD (CEL on `self.metadata.name`) and by `parse`.
+    """
+
+    max_length: int
+    why_length: str  # ends the length sentence: "... at most N characters: <why>"
+    dns_label: bool = False  # a letter first, then lowercase letters, digits and '-' only
+    why_label: str = ""
+
+    LABEL = r"^[a-z][-a-z0-9]*$"  # the API server already checks the end (alphanumeric)
+
+    def messages(self, name: str) -> list[str]:
+        problems = []
+        if self.dns_label and not re.match(self.LABEL, name):
+            problems.append(self.label_message)
+        if len(name) > self.max_length:
+            problems.append(self.length_message)
+        return problems
+
+    @property
+    def label_message(self) -> str:
+        return (
+            "must start with a letter and hold only lowercase letters, digits and '-' "
+            f"(no dots): {self.why_label}"
+        )
+
+    @property
+    def length_message(self) -> str:
+        return f"must be at most {self.max_length} characters: {self.why_length}"
+
+    def rules(self) -> list[dict[str, Any]]:
+        out = []
+        if self.dns_label:
+            out.append(
+                cel(
+                    f"self.metadata.name.matches('{self.LABEL}')",
+                    self.label_message,
+                    field_path=".metadata.name",
+                )
+            )
+        out.append(
+            cel(
+                f"self.metadata.name.size() <= {self.max_length}",
+                self.length_message,
+                field_path=".metadata.name",
+            )
+        )
+        return out
 
 
 @dataclass(frozen=True)
@@ -60,10 +122,17 @@ class Resource(StatusModel):
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[tuple[str, ...]]
     PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]]
+    NAME: ClassVar[NameRule]
 
     api_version: str = Field(API_VERSION, description="tauon.dev/v1alpha1")
     kind: str = Field(description="The kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
+
+    @model_validator(mode="after")
+    def _buildable_name(self) -> Self:
+        if problems := self.NAME.messages(self.metadata.name):
+            raise ValueError(f"metadata.name {self.metadata.name!r} " + "; ".join(problems))
+        return self
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Self:
@@ -100,6 +169,7 @@ class Dataset(Resource):
     KIND = "Dataset"
     PLURAL = "datasets"
     SHORT_NAMES = ("tds",)  # never `ds`: that is DaemonSet
+    NAME = NameRule(DNS_LABEL_MAX, LABEL_VALUE)
     PRINTER_COLUMNS = (
         PHASE,
         PrinterColumn("Samples", ".status.counts.total", "integer", "Samples in all splits."),
@@ -122,6 +192,13 @@ class TrainingJob(Resource):
     KIND = "TrainingJob"
     PLURAL = "trainingjobs"
     SHORT_NAMES = ("tj",)
+    NAME = NameRule(
+        DNS_LABEL_MAX - WORKER_SUFFIX,
+        f"worker pod hostnames are <name>-a<attempt>-<index> (attempt up to {MAX_BACKOFF_LIMIT}, "
+        f"index up to {MAX_WORKERS - 1}) and must fit in 63",
+        dns_label=True,
+        why_label="the workers' Service and pod hostnames are named after it",
+    )
     PRINTER_COLUMNS = (
         PHASE,
         PrinterColumn("Progress", ".status.progress.percent", "number", "Percent complete."),
@@ -158,6 +235,12 @@ class ModelDeployment(Resource):
     KIND = "ModelDeployment"
     PLURAL = "modeldeployments"
     SHORT_NAMES = ("mdep",)
+    NAME = NameRule(
+        DNS_LABEL_MAX,
+        "the Service in front of the model has the same name, and Service names hold 63 at most",
+        dns_label=True,
+        why_label="the Service in front of the model has the same name",
+    )
     PRINTER_COLUMNS = (
         PHASE,
         PrinterColumn("Ready", ".status.replicas.ready", "integer", "Replicas ready to serve."),

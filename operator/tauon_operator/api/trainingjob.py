@@ -22,6 +22,7 @@ from tauon_runtime.contract.train import (
 
 from .common import (
     DNS_SUBDOMAIN,
+    INT32_MAX,
     ApiModel,
     Condition,
     Image,
@@ -35,6 +36,9 @@ from .common import (
     phase_field,
     rules,
 )
+
+MAX_WORKERS = 128
+MAX_BACKOFF_LIMIT = 100  # also the highest attempt number: worker Jobs are `<name>-a<attempt>`
 
 
 class WorkerResources(Resources):
@@ -104,7 +108,7 @@ class TrainingJobSpec(ApiModel):
     workers: int = Field(
         1,
         ge=1,
-        le=128,
+        le=MAX_WORKERS,
         description="Number of worker pods (replicas). More than one trains with "
         "DistributedDataParallel across pods.",
     )
@@ -134,7 +138,10 @@ class TrainingJobSpec(ApiModel):
         "latest checkpoint.",
     )
     backoff_limit: int = Field(
-        3, ge=0, le=100, description="Retries of failed worker pods before the run fails."
+        3,
+        ge=0,
+        le=MAX_BACKOFF_LIMIT,
+        description="Retries of failed worker pods before the run fails.",
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the run once it has been active this long. Unset: no limit."
@@ -142,6 +149,7 @@ class TrainingJobSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         None,
         ge=0,
+        le=INT32_MAX,  # the Job's field is an int32
         description="Delete the finished run's pods this long after it ends (the TrainingJob and "
         "its model stay). Unset: keep them.",
     )
@@ -165,7 +173,7 @@ class TrainingJobSpec(ApiModel):
                 "x hyperparameters.gradAccumulationSteps"
             )
         if self.precision == "fp16" and not self.resources.gpus:
-            raise ValueError("fp16 needs GPUs: use bf16 or fp32 on CPU")
+            raise ValueError("precision fp16 needs GPUs: use bf16 or fp32 on CPU")
         return self
 
 

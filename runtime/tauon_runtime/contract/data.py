@@ -34,7 +34,12 @@ class SyntheticSource(ContractModel):
                 "self.shape[0] == 1 || self.shape[0] == 3",
                 "shape is [channels, height, width] with 1 or 3 channels",
                 field_path=".shape",
-            )
+            ),
+            cel(
+                "self.numSamples >= self.numClasses",
+                "numSamples must be at least numClasses: every class needs a sample",
+                field_path=".numSamples",
+            ),
         )
     }
 
@@ -51,9 +56,11 @@ class SyntheticSource(ContractModel):
     seed: int = Field(0, ge=0, description="Random seed: the same seed gives the same data.")
 
     @model_validator(mode="after")
-    def _channels(self) -> SyntheticSource:
+    def _buildable(self) -> SyntheticSource:
         if self.shape[0] not in (1, 3):
             raise ValueError("shape is [channels, height, width] with 1 or 3 channels")
+        if self.num_samples < self.num_classes:
+            raise ValueError("numSamples must be at least numClasses: every class needs a sample")
         return self
 
 

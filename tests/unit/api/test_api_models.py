@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+import corpus
 from kubetest import normalised
 from tauon_operator.api import (
     API_VERSION,
@@ -225,24 +226,42 @@ def test_source_kind_and_quantities():
 
 # --- parity with the API server's corpus -------------------------------------------------------
 
-CORPUS = sorted((REPO / "tests/integration/api_corpus").glob("*.yaml"))
-
 
 def test_corpus_is_big_enough():
-    assert len(CORPUS) >= 40
+    assert len(corpus.REJECTED) >= 100 and len(corpus.ACCEPTED) >= 15
 
 
-@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", corpus.REJECTED, ids=lambda p: p.stem)
 def test_corpus_is_rejected_by_the_models_too(path):
     """What the API server rejects, the operator's models reject (immutability aside)."""
-    text = path.read_text()
-    assert "# expect: " in text
-    docs = documents(path)
-    if "# mode: update" in text:
-        first, second = docs
+    case = corpus.load(path)
+    assert case.expect, "a must-reject case names the field it is about (# expect:)"
+    if case.update:
+        first, second = case.docs
         KIND[first["kind"]].parse(first)  # the first document is valid
         KIND[second["kind"]].parse(second)  # the change is only invalid as a transition
         return
-    (doc,) = docs
-    with pytest.raises(ValidationError):
+    (doc,) = case.docs
+    with pytest.raises(ValidationError) as raised:
         KIND[doc["kind"]].parse(doc)
+    # ... and for the same reason: the error is about the field the case is about.
+    errors = [(".".join(map(str, e["loc"])), e["msg"]) for e in raised.value.errors()]
+    field = case.expect.rsplit(".", 1)[-1]
+    assert any(field in loc or field in msg for loc, msg in errors), errors
+
+
+@pytest.mark.parametrize("path", corpus.ACCEPTED, ids=lambda p: p.stem)
+def test_corpus_valid_variants_parse(path):
+    for doc in corpus.load(path).docs:
+        KIND[doc["kind"]].parse(doc)
+
+
+@pytest.mark.parametrize("path", corpus.REJECTED + corpus.ACCEPTED, ids=lambda p: p.stem)
+def test_corpus_names_are_only_wrong_in_name_cases(path):
+    """A case is rejected for what it is about: its object name is valid unless it is a name
+    case (one that sets `# name:`)."""
+    case = corpus.load(path)
+    if "name" in corpus.headers(path) and case.expect == "metadata.name":
+        return
+    for doc in case.docs:
+        assert not KIND[doc["kind"]].NAME.messages(doc["metadata"]["name"]), path.name

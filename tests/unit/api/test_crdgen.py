@@ -13,6 +13,8 @@ from tauon_operator.api import KINDS, crdgen
 REPO = Path(__file__).resolve().parents[3]
 CRDS = {kind.KIND: crdgen.crd(kind) for kind in KINDS}
 OPAQUE = {("TrainingJob", "spec.model.options")}  # the only blocks allowed to keep unknown fields
+# CPU: a number or a string, so untyped (and then checked per type); see api.common.CpuQuantity.
+CPU = {("TrainingJob", "spec.resources.cpu"), ("ModelDeployment", "spec.resources.cpu")}
 
 
 def nodes(schema: dict, path: str = ""):
@@ -36,10 +38,8 @@ def all_nodes():
 
 
 def int_or_string(node: dict) -> bool:
-    return node.get("x-kubernetes-int-or-string") is True and node.get("anyOf") == [
-        {"type": "integer"},
-        {"type": "string"},
-    ]
+    # No `anyOf: [integer, string]` branches: they add nothing but a second type error.
+    return node.get("x-kubernetes-int-or-string") is True and "anyOf" not in node
 
 
 @pytest.mark.parametrize("kind", CRDS)
@@ -98,24 +98,23 @@ def test_no_refs_defs_titles_or_nulls():
 
 def test_every_node_is_typed():
     for kind, path, node in all_nodes():
-        if path.endswith("|"):
-            continue  # a branch of int-or-string, checked with its parent
+        if (kind, path) in CPU:
+            continue
         assert "type" in node or int_or_string(node), (kind, path, node)
         assert node.get("type") != "null", (kind, path)
-        if "anyOf" in node:
-            assert int_or_string(node), (kind, path, "anyOf only for int-or-string")
+        assert "anyOf" not in node, (kind, path)
 
 
 def test_every_field_is_described_except_metadata():
     for kind, path, node in all_nodes():
-        if path in ("metadata",) or path.endswith("|") or path.endswith("[]") or path.endswith("{}"):
+        if path in ("metadata",) or path.endswith("[]") or path.endswith("{}"):
             continue
         assert node.get("description"), (kind, path)
 
 
 def test_preserve_unknown_fields_only_for_opaque_blocks():
     found = {(k, p) for k, p, n in all_nodes() if n.get("x-kubernetes-preserve-unknown-fields")}
-    assert found == OPAQUE
+    assert found == OPAQUE | CPU
 
 
 def test_openapi_v3_0_spelling():
@@ -132,7 +131,7 @@ def test_openapi_v3_0_spelling():
 
 def test_spec_strings_and_arrays_are_bounded_for_cel_cost():
     for kind, path, node in all_nodes():
-        if not path.startswith("spec") or path.endswith("|"):
+        if not path.startswith("spec"):
             continue
         if int_or_string(node):
             assert "maxLength" in node, (kind, path)
@@ -144,7 +143,7 @@ def test_spec_strings_and_arrays_are_bounded_for_cel_cost():
 
 def test_cel_rules_are_complete():
     rules = [(k, p, r) for k, p, n in all_nodes() for r in n.get("x-kubernetes-validations", [])]
-    assert len(rules) >= 12
+    assert len(rules) >= 20
     for kind, path, rule in rules:
         assert set(rule) <= {"rule", "message", "fieldPath", "reason", "messageExpression"}
         assert rule["rule"] and rule["message"], (kind, path)
@@ -226,3 +225,44 @@ def test_cli_check_detects_drift(tmp_path, capsys):
     assert "tauon.dev_datasets.yaml" in out and "stale" in out
     assert main(["crds", "--root", str(tmp_path)]) == 0
     assert main(["crds", "--check", "--root", str(tmp_path)]) == 0
+
+
+# --- quantities and names ----------------------------------------------------------------------
+
+QUANTITIES = {
+    ("Dataset", "spec.storage.size"),
+    ("TrainingJob", "spec.resources.memory"),
+    ("ModelDeployment", "spec.resources.memory"),
+}
+
+
+def test_quantities_are_int_or_string_and_positive_in_one_rule():
+    found = {(k, p) for k, p, n in all_nodes() if n.get("x-kubernetes-int-or-string")}
+    assert found == QUANTITIES
+    for kind, path in QUANTITIES:
+        node = dict(all_nodes_by_path())[(kind, path)]
+        assert "pattern" not in node  # CEL says what is wrong in one sentence, not a regex
+        (rule,) = node["x-kubernetes-validations"]
+        assert "isGreaterThan(quantity('0'))" in rule["rule"] and "above zero" in rule["message"]
+
+
+def test_cpu_takes_numbers_and_strings_above_zero_and_nothing_else():
+    for kind, path in CPU:
+        node = dict(all_nodes_by_path())[(kind, path)]
+        assert "type" not in node and node["x-kubernetes-preserve-unknown-fields"]
+        assert node["minimum"] == 0 and node["exclusiveMinimum"] is True  # numbers
+        assert node["pattern"].startswith("^\\+?") and node["maxLength"] == 64  # strings
+        # No string passes minLength 1 + maxLength 0, no number minimum 1 + maximum 0: what
+        # passes the inner schema is a boolean, an object or a list, and `not` refuses it.
+        assert node["not"] == {"minLength": 1, "maxLength": 0, "minimum": 1, "maximum": 0}
+
+
+@pytest.mark.parametrize("kind", CRDS)
+def test_names_are_checked_at_the_root(kind):
+    schema = CRDS[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema["properties"]["metadata"]["properties"] == {
+        "name": {"description": f"Name of the {kind}.", "type": "string"}
+    }
+    rules = schema["x-kubernetes-validations"]
+    assert rules and all(r["fieldPath"] == ".metadata.name" for r in rules)
+    assert any("size() <=" in r["rule"] for r in rules)
