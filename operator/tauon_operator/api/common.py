@@ -36,6 +36,7 @@ __all__ = [
     "INT32_MAX",
     "POSITIVE_QUANTITY",
     "SHA256_HEX",
+    "UNOBSERVED_STATUS",
     "VERSION",
     "ApiModel",
     "Condition",
@@ -61,6 +62,9 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "tauon"
 INT32_MAX = 2**31 - 1  # the bound of every field copied into an int32 of a Kubernetes object
+# What the API server fills in as status until the operator writes one: generation 1 is not
+# observed yet, so kstatus (Flux, kpt) reads a fresh object as InProgress, not Current.
+UNOBSERVED_STATUS: dict[str, Any] = {"observedGeneration": 0}
 
 
 class StatusModel(ApiModel):

@@ -12,7 +12,8 @@ schema. The translation, node by node:
   the nested defaults produce the same value and no CEL rule looks inside it (the API server
   checks defaults against CEL before filling nested defaults), else in full; either way the API
   server fills the same values as pydantic;
-- status carries no defaults (status is observed, never defaulted);
+- status carries no defaults (status is observed, never defaulted), but for one at its root:
+  `observedGeneration: 0` until the operator writes status, so a fresh object is InProgress;
 - the root carries the kind's name rules (CEL on `self.metadata.name`): names become label
   values, Service names and hostname prefixes of the children.
 """
@@ -28,7 +29,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 
-from .common import CATEGORY, GROUP, VERSION
+from .common import CATEGORY, GROUP, UNOBSERVED_STATUS, VERSION
 from .resource import KINDS, Resource
 
 CRD_DIRS = ("crds", "charts/tauon/crds")
@@ -187,6 +188,7 @@ def openapi_schema(kind: type[Resource]) -> dict[str, Any]:
     spec["description"] = fields["spec"].description
     status = _strip_defaults(structural(fields["status"].annotation))  # type: ignore[arg-type]
     status["description"] = fields["status"].description
+    status["default"] = dict(UNOBSERVED_STATUS)
     return {
         "description": " ".join((kind.__doc__ or "").split()),
         "type": "object",

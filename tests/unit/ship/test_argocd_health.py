@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import gitops
+
 ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "charts" / "tauon" / "health" / "tauon.lua"
+SCRIPT = gitops.ARGOCD_SCRIPT
 
 
 def conds(ready=False, reconciling=False, stalled=False, succeeded=None, failed=None,
@@ -43,6 +45,10 @@ JOBLIKE = {"succeeded": False, "failed": False}
 SAMPLES = [
     # kind, status, generation, expected health, a word the message must contain
     ("Dataset", None, 1, "Progressing", "operator"),
+    # What the API server fills in before the operator writes status (the CRD's default).
+    ("Dataset", {"observedGeneration": 0}, 1, "Progressing", "generation 1"),
+    ("TrainingJob", {"observedGeneration": 0}, 1, "Progressing", "generation 1"),
+    ("ModelDeployment", {"observedGeneration": 0}, 1, "Progressing", "generation 1"),
     ("Dataset", st("Pending", conds(reconciling=True, reason="Creating", message="creating")), 1,
      "Progressing", "creating"),
     ("Dataset", st("Preparing", conds(reconciling=True, reason="Preparing", message="preparing 40%")), 1,
@@ -90,15 +96,7 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def health():
-    from lupa import LuaRuntime  # dev extra: lupa==2.8
-
-    lua = LuaRuntime(unpack_returned_tuples=True)
-    check = lua.eval(f"function(obj) {SCRIPT.read_text()} end")
-
-    def run(o: dict) -> dict:
-        result = check(lua.table_from(o, recursive=True))
-        return {"status": result["status"], "message": result["message"]}
-    return run
+    return gitops.argocd_health()
 
 
 @pytest.mark.parametrize("kind, status, generation, expected, word", SAMPLES,
