@@ -54,6 +54,7 @@ __all__ = [
     "immutable",
     "observed_generation_field",
     "phase_field",
+    "quantity_value",
     "rules",
 ]
 
@@ -92,6 +93,29 @@ def _positive_quantity(value: Any, *, numbers: type | tuple[type, ...] = int) ->
     if not re.match(POSITIVE_QUANTITY, text):
         raise ValueError(QUANTITY_MESSAGE)
     return text
+
+
+_SUFFIX = {
+    "": 1,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    **{f"{p}i": 1024.0 ** (i + 1) for i, p in enumerate("KMGTPE")},
+}
+
+
+def quantity_value(text: str) -> float:
+    """The value of a valid quantity (`1.5Gi` -> 1610612736.0), as CEL's asApproximateFloat."""
+    number, suffix, exponent = re.fullmatch(
+        r"\+?([0-9.]+)([KMGTPE]i|[numkMGTPE]?)(?:[eE]([-+]?[0-9]+))?", text
+    ).groups()  # type: ignore[union-attr]
+    return float(number) * _SUFFIX[suffix] * 10.0 ** int(exponent or 0)
 
 
 Quantity = Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tauon_runtime.contract.data import (
     FORMAT_DESCRIPTION,
@@ -25,10 +25,12 @@ from .common import (
     Condition,
     Quantity,
     StatusModel,
+    cel,
     conditions_field,
     immutable,
     observed_generation_field,
     phase_field,
+    quantity_value,
     rules,
 )
 
@@ -62,8 +64,32 @@ class Storage(ApiModel):
     )
 
 
+SYNTHETIC_BYTES = (
+    "self.source.synthetic.numSamples * self.source.synthetic.shape[0] * "
+    "(has(self.preprocessing.resize) ? self.preprocessing.resize * self.preprocessing.resize "
+    ": self.source.synthetic.shape[1] * self.source.synthetic.shape[2])"
+)
+SYNTHETIC_FITS = (
+    "synthetic data (numSamples x channels x height x width bytes) must fit in storage.size"
+)
+
+
 class DatasetSpec(ApiModel):
     """The desired data set: a source, and how to split and prepare it."""
+
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                # An invalid shape or size is that field's own error, not this one's.
+                "!has(self.source.synthetic) || self.source.synthetic.shape.size() != 3 || "
+                "!isQuantity(string(self.storage.size)) || "
+                f"double({SYNTHETIC_BYTES}) <= "
+                "quantity(string(self.storage.size)).asApproximateFloat()",
+                SYNTHETIC_FITS,
+                field_path=".storage.size",
+            )
+        )
+    }
 
     source: DatasetSource = Field(
         description="Where the data comes from: exactly one of builtin, synthetic, http or pvc. "
@@ -81,6 +107,17 @@ class DatasetSpec(ApiModel):
     storage: Storage = Field(
         default_factory=Storage, description="Where the prepared data is stored."
     )
+
+    @model_validator(mode="after")
+    def _synthetic_fits(self) -> DatasetSpec:
+        synthetic = self.source.synthetic
+        if synthetic is not None:
+            c, h, w = synthetic.shape
+            if self.preprocessing.resize:
+                h = w = self.preprocessing.resize
+            if synthetic.num_samples * c * h * w > quantity_value(self.storage.size):
+                raise ValueError(SYNTHETIC_FITS)
+        return self
 
 
 # --- status --------------------------------------------------------------------------------------

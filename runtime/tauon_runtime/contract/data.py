@@ -31,7 +31,8 @@ class SyntheticSource(ContractModel):
     model_config = {
         "json_schema_extra": rules(
             cel(
-                "self.shape[0] == 1 || self.shape[0] == 3",
+                # A shape of the wrong length is minItems' error, not this one's.
+                "self.shape.size() != 3 || self.shape[0] == 1 || self.shape[0] == 3",
                 "shape is [channels, height, width] with 1 or 3 channels",
                 field_path=".shape",
             ),

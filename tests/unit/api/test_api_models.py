@@ -30,6 +30,7 @@ from tauon_operator.api import (
     TrainingJobSpec,
     crdgen,
 )
+from tauon_operator.api.common import quantity_value
 
 REPO = Path(__file__).resolve().parents[3]
 KIND = {"Dataset": Dataset, "TrainingJob": TrainingJob, "ModelDeployment": ModelDeployment}
@@ -265,3 +266,33 @@ def test_corpus_names_are_only_wrong_in_name_cases(path):
         return
     for doc in case.docs:
         assert not KIND[doc["kind"]].NAME.messages(doc["metadata"]["name"]), path.name
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1Gi", 2**30), ("1.5Gi", 1.5 * 2**30), ("5e9", 5e9), ("1E3", 1e3), ("1E", 1e18),
+    ("500m", 0.5), (".5", 0.5), ("+2k", 2000), ("4294967296", 2**32),
+])
+def test_quantity_values_as_cel_reads_them(text, value):
+    assert quantity_value(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("1", True), (2, True), ("0.5", True), ("5.", True), ("1e-3", True), ("+1Ki", True),
+    ("0", False), (0, False), ("-1", False), (-1, False), ("0.0Gi", False), ("+0", False),
+    ("0e3", False), ("2GB", False), ("1.5e1.5", False), (True, False), ("", False),
+])
+def test_memory_quantities_are_above_zero(value, ok):
+    data = {"datasetRef": {"name": "d"}, "model": {"architecture": "cnn"},
+            "resources": {"memory": value}}
+    if ok:
+        TrainingJobSpec.model_validate(data)
+    else:
+        with pytest.raises(ValidationError, match="above zero"):
+            TrainingJobSpec.model_validate(data)
+
+
+@pytest.mark.parametrize("cpu, stored", [(0.5, "0.5"), (1e-3, "0.001"), (2, "2"), ("250m", "250m")])
+def test_cpu_takes_numbers_as_pods_do(cpu, stored):
+    spec = TrainingJobSpec.model_validate({"datasetRef": {"name": "d"},
+                                           "model": {"architecture": "cnn"}, "resources": {"cpu": cpu}})
+    assert spec.resources.cpu == stored
