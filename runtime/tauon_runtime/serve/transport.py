@@ -185,6 +185,30 @@ class _Protocol(RequestHandler):
         self.transport.write(_raw_response(408, "Request Timeout", message))
         self.force_close()
 
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # Raised before the app's middleware could answer (an Expect handler, say).
+            self._on_error(resp.status)
+            kept = {k: v for k, v in resp.headers.items() if k in ("Allow", "Retry-After")}
+            message = (
+                resp.text if resp.text and not resp.text.startswith(f"{resp.status}:") else None
+            )
+            resp = web.Response(
+                status=resp.status,
+                body=dumps({"error": message or resp.reason}),
+                headers=kept,
+                content_type="application/json",
+            )
+        return await super().finish_response(request, resp, start_time)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), RequestPayloadError | HttpProcessingError):
+            self.log_debug(*args, **kwargs)  # a corrupt body left unread: the client's doing
+        else:
+            super().log_exception(*args, **kwargs)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -207,6 +231,24 @@ class _Protocol(RequestHandler):
         response.content_type = "application/json"
         response.force_close()
         return response
+
+
+def _expect_only_continue(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """aiohttp's own Expect handler answers in plain text, and fails (500) on a header that is
+    not UTF-8; any Expect but 100-continue is answered here, before routing."""
+
+    async def guarded(request: web.BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if expect is not None and expect.strip().lower() != "100-continue":
+            message = f"Expect {expect[:40]!r} is not supported; only 100-continue"
+            return web.Response(
+                status=417, body=dumps({"error": message}), content_type="application/json"
+            )
+        return await handler(request)
+
+    return guarded
 
 
 class _Server(Server):
@@ -244,4 +286,5 @@ class ServeRunner(web.AppRunner):
         guarded = cast(_Server, server)
         guarded.header_timeout = self._header_timeout
         guarded.on_error = self._on_error
+        guarded.request_handler = _expect_only_continue(guarded.request_handler)
         return guarded

@@ -128,8 +128,11 @@ def checked(status: int, headers: dict, body: bytes):
         error = strict(body)["error"]
         assert isinstance(error, str) and error, body
         return error
+    if headers.get("content-type", "").startswith("text/plain; version="):  # /metrics
+        return body.decode()
     if "inference-header-content-length" in headers:
         return strict(body[: int(headers["inference-header-content-length"])])
+    assert headers.get("content-type", "").startswith("application/json"), (status, headers)
     return strict(body)
 
 
@@ -237,6 +240,8 @@ def multipart(header_line: bytes) -> tuple[bytes, dict]:
         (b"F@@ / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed HTTP request"),
         (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed HTTP request"),
         (request("POST", "/v1/predict", b"{}", {"Content-Length": "2", "Content-Type": "application/json"}, length=True), 400, "malformed HTTP request"),
+        (request("POST", INFER, b"{}", {"Expect": "bogus"}), 417, "only 100-continue"),
+        (request("GET", "/nowhere", b"", {"Expect": "\xf6x"}), 417, "only 100-continue"),  # once a 500
         (request("GET", "/nowhere"), 404, "Not Found"),
         (request("DELETE", INFER), 405, "Method Not Allowed"),
         (request("BREW", INFER), 400, "malformed HTTP request"),  # llhttp knows its methods
@@ -252,8 +257,9 @@ def test_transport_errors_are_4xx_json(server, raw, status, words):
     assert got == status and words in error, (got, error)
 
 
-def test_compressed_bodies_are_decoded(server):
+def test_compressed_bodies_are_decoded_and_100_continue_works(server):
     body = json.dumps({"inputs": [GOOD]}).encode()
+    assert post_json(server, INFER, body, {"Expect": "100-continue"})[0] == 200
     for encoding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
         status, _ = post_json(server, INFER, data, {"Content-Encoding": encoding})
         assert status == 200, encoding
