@@ -27,10 +27,13 @@ from .common import (
     rules,
 )
 
-# pvc://<claim>[/<path>]: the claim is a PersistentVolumeClaim's name (a DNS subdomain).
-PVC_URI = "^pvc://" + DNS_SUBDOMAIN.strip("^$") + "(/.*)?$"
+# pvc://<claim>[/<path>]: the claim is a PersistentVolumeClaim's name (a DNS subdomain). The
+# operator serves nothing else yet (builders.modeldeployment.ResolvedModel): https or s3 would be
+# accepted here and then fail, so they are refused here.
+PVC_URI = "^pvc://" + DNS_SUBDOMAIN.strip("^$") + r"(/\S*)?$"
 PVC_URI_MESSAGE = (
-    "a pvc:// URI starts with the name of a PersistentVolumeClaim: pvc://<claim>/<path>"
+    "must be pvc://<claim>/<path>: the name of a PersistentVolumeClaim, then the model's path "
+    "in it (https and s3 are not served yet)"
 )
 
 
@@ -58,14 +61,10 @@ class ModelSource(ApiModel):
     )
     uri: str | None = Field(
         None,
-        min_length=6,
         max_length=2048,
-        pattern=r"^(https?|pvc)://\S+$",
-        description="Location of a model directory or safetensors file: `https://...` or "
-        "`pvc://<claim>/<path>`.",
-        json_schema_extra=rules(
-            cel(f"!self.startsWith('pvc://') || self.matches(r'{PVC_URI}')", PVC_URI_MESSAGE)
-        ),
+        description="Location of a model directory or safetensors file on a "
+        "PersistentVolumeClaim in the same namespace: `pvc://<claim>/<path>`.",
+        json_schema_extra=rules(cel(f"self.matches(r'{PVC_URI}')", PVC_URI_MESSAGE)),
     )
     sha256: Sha256 | None = Field(
         None, description="Required with uri: SHA-256 of the weights; a mismatch is not served."
@@ -82,7 +81,7 @@ class ModelSource(ApiModel):
     @field_validator("uri")
     @classmethod
     def _pvc_claim(cls, uri: str | None) -> str | None:
-        if uri and uri.startswith("pvc://") and not re.match(PVC_URI, uri):
+        if uri is not None and not re.match(PVC_URI, uri):
             raise ValueError(PVC_URI_MESSAGE)
         return uri
 
