@@ -10,8 +10,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import kopf
 import prometheus_client
@@ -30,6 +31,28 @@ from tauon_operator.state import controller, install
 log = logging.getLogger("tauon.operator")
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf builds a diff base (a deep copy of the object's essence) on every watch event, for
+    change handlers (on.create, on.update, on.field) to diff against. We register none: every
+    handler is an event handler feeding the cache, and reconciles compare with the cluster. So
+    there is nothing to build, store or fetch; building it anyway was the largest single cost
+    in the operator's profile (200 TrainingJobs: a third of its CPU)."""
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[Any] | None = None,
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 class RetryEverySecond:
     """Back-off delays for kopf's API requests: 0.5 s, then 1 s, without end. Iterable again
     for every request, and not Sized, so kopf counts no limit."""
@@ -43,9 +66,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Our own prefixes: nothing of ours lands under kopf.zalando.org.
     settings.persistence.finalizer = "tauon.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tauon.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="tauon.dev", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Only what a user must notice becomes an Event from kopf itself.
     settings.posting.level = logging.WARNING
     # Watches end server-side before the client gives up, so reconnects are clean, not errors.
