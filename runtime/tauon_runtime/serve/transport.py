@@ -161,6 +161,12 @@ class _Protocol(RequestHandler):
         self._on_error = on_error
         self._header_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A connection that sends nothing at all is held to the same deadline as one whose
+        # headers trickle in (aiohttp would keep it for its keep-alive timeout, an hour).
+        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_late)
+
     def data_received(self, data: bytes) -> None:
         waiting_for_headers = not self._request_in_progress and not self._messages
         if data and waiting_for_headers and self._header_timer is None:

@@ -266,17 +266,19 @@ def test_compressed_bodies_are_decoded_and_100_continue_works(server):
 
 
 def test_slow_headers_and_slow_bodies_time_out_with_json(server):
-    for raw in (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n",  # the headers never finish
+    for raw in (b"   ",  # connected, and nothing sent
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n",  # the headers never finish
                 request("POST", "/v1/predict", b'{"array": [', {"Content-Type": "application/json"})[:-5]):
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(raw[:-3])
-            time.sleep(0.2)
-            sock.sendall(raw[-3:])  # still trickling
+            if raw.strip():
+                sock.sendall(raw[:-3])
+                time.sleep(0.2)
+                sock.sendall(raw[-3:])  # still trickling
             response = http.client.HTTPResponse(sock)
             response.begin()
             error = checked(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        assert response.status == 408 and "did not arrive within 1s" in error
+        assert response.status == 408 and "did not arrive within 1s" in error, error
         assert time.monotonic() - started < 5
 
 
