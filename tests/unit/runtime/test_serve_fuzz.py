@@ -184,7 +184,8 @@ def transport_class(draw):
     if encoding:
         headers["Content-Encoding"] = encoding
     if draw(st.integers(0, 5)) == 0:
-        name = draw(st.sampled_from(["X-A", "Expect", "Content-Length", "Transfer-Encoding", "Host", "Inference-Header-Content-Length"]))
+        name = draw(st.sampled_from(["X-A", "Expect", "Content-Length", "Transfer-Encoding", "Host", "Content-Type",
+                                     "Inference-Header-Content-Length"]))
         headers[name] = draw(st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b)).decode("latin-1")
     body = _encode(content, encoding, corrupt)
     if draw(st.integers(0, 4)) == 0 and "Transfer-Encoding" not in headers:  # chunked framing, sometimes broken

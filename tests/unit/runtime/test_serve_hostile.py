@@ -257,6 +257,18 @@ def test_transport_errors_are_4xx_json(server, raw, status, words):
     assert got == status and words in error, (got, error)
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=", "multipart/form-data; boundary=\"", "multipart/form-data; boundary=" + "b" * 200,
+     "image/png; charset=\xff", ";;;", "", "multipart/mixed; boundary=XX", "application/json; charset=latin-1",
+     "application/json; charset=nonsense", "image/", "*/*"],
+)
+def test_odd_content_types_are_4xx_json_or_served(server, content_type):
+    body = b"--XX\r\nContent-Disposition: form-data; name=f; filename=a\r\n\r\n" + png(np.zeros((8, 8), np.uint8)) + b"\r\n--XX--\r\n"
+    for data in (body, json.dumps({"array": [0] * 64}).encode(), png(np.zeros((8, 8), np.uint8))):
+        send(server, "POST", "/v1/predict", data, {"Content-Type": content_type})  # checked: < 500, JSON
+
+
 def test_compressed_bodies_are_decoded_and_100_continue_works(server):
     body = json.dumps({"inputs": [GOOD]}).encode()
     assert post_json(server, INFER, body, {"Expect": "100-continue"})[0] == 200
