@@ -1,12 +1,14 @@
-"""Quantities, generated (hypothesis, fixed seed, bounded): for every value, the API server (CEL
-`isQuantity`/`quantity()` for memory, the per-type checks of the untyped CPU field) and the
-operator's models accept or refuse it alike, so nothing the server takes fails in the operator
-and nothing the operator could build is refused.
+"""Quantities and names, generated (hypothesis, fixed seed, bounded): for every value, the API
+server (CEL `isQuantity`/`quantity()` for memory, the per-type checks of the untyped CPU field,
+the root rules on metadata.name) and the operator's models accept or refuse it alike, so nothing
+the server takes fails in the operator and nothing the operator could build is refused.
 
 Each value goes to the real API server as a server-side dry run (nothing is stored).
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from localkube.kubeapi import ApiError, KubeApi
-from tauon_operator.api import TrainingJob
+from tauon_operator.api import Dataset, ModelDeployment, TrainingJob
 
 pytestmark = pytest.mark.cluster
 
@@ -87,3 +89,46 @@ def test_the_api_server_and_the_models_agree_on_every_quantity(dry_run, field):
 
     agree()
     assert min(seen.values()) >= 50, seen  # both sides of the line were exercised
+
+
+# --- names -------------------------------------------------------------------------------------
+
+SPECS = {
+    "datasets": ("Dataset", {"source": {"builtin": {"name": "digits"}}}),
+    "trainingjobs": ("TrainingJob", {"datasetRef": {"name": "d"}, "model": {"architecture": "cnn"}}),
+    "modeldeployments": ("ModelDeployment", {"model": {"trainingJobRef": {"name": "t"}}}),
+}
+SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Names around every limit: lengths up to 70, dots, dashes, a digit or a dash first.
+NAMES = st.builds(lambda head, body: head + body,
+                  st.sampled_from(["a", "z", "1", "-", "."]),
+                  st.text(alphabet="abc019-.", min_size=0, max_size=69)) | st.builds(
+    lambda n, c: c * n, st.integers(min_value=50, max_value=70), st.sampled_from(["a", "9"]))
+
+
+@pytest.mark.parametrize("plural", SPECS)
+def test_the_api_server_and_the_models_agree_on_every_name(cluster, crds, plural):
+    api = KubeApi(cluster.kubeconfig, keepalive=True)
+    kind, spec = SPECS[plural]
+    model = {k.KIND: k for k in (Dataset, TrainingJob, ModelDeployment)}[kind]
+    seen = {True: 0, False: 0}
+
+    @BOUNDED
+    @given(NAMES)
+    def agree(name):
+        body = {"apiVersion": "tauon.dev/v1alpha1", "kind": kind, "metadata": {"name": name},
+                "spec": spec}
+        try:
+            api.request("POST", f"/apis/tauon.dev/v1alpha1/namespaces/default/{plural}", body,
+                        params={"dryRun": "All"})
+            server = True
+        except ApiError as e:
+            assert e.status == 422, e
+            server = False
+        ours = not model.NAME.messages(name)
+        # The API server also asks for a DNS subdomain (the models leave that to it).
+        assert server == (ours and bool(SUBDOMAIN.match(name)) and len(name) <= 253), name
+        seen[server] += 1
+
+    agree()
+    assert min(seen.values()) >= 50, seen
