@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client, config
@@ -117,16 +118,29 @@ class Kube:
                 return None
             raise
 
-    async def list(
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict]:
+        """Every object of a kind (in one namespace, or all), read in pages. Each item carries
+        its apiVersion and kind, as a watch event's object does."""
+        items, _ = await asyncio.to_thread(
+            self.list_objects_sync, api_version, kind, namespace, label_selector
+        )
+        return items
+
+    def list_objects_sync(
         self,
         api_version: str,
         kind: str,
         namespace: str | None = None,
         label_selector: str | None = None,
         page: int = 500,
-    ) -> list[dict]:
-        """Every object of a kind (in one namespace, or all), read in pages. Each item carries
-        its apiVersion and kind, as a watch event's object does."""
+    ) -> tuple[list[dict], str]:
+        """`list_objects`, blocking; also returns the list's resourceVersion (to watch from)."""
         items: list[dict] = []
         token = None
         while True:
@@ -135,12 +149,61 @@ class Kube:
                 query.append(("labelSelector", label_selector))
             if token:
                 query.append(("continue", token))
-            body = await self._call("GET", path(api_version, kind, namespace), query=query)
+            body = self._call_sync(
+                "GET", path(api_version, kind, namespace), None, "application/json", query
+            )
             for item in body.get("items") or []:
                 items.append({"apiVersion": api_version, "kind": kind, **item})
-            token = (body.get("metadata") or {}).get("continue")
+            meta = body.get("metadata") or {}
+            token = meta.get("continue")
             if not token:
-                return items
+                return items, meta.get("resourceVersion", "")
+
+    def watch_sync(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout: int = 120,
+    ) -> Iterator[dict]:
+        """The watch events after `resource_version`, blocking, until the server ends the
+        stream (after `timeout` seconds, with bookmarks on the way)."""
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeout),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        headers = {"Accept": "application/json"}
+        method, url, headers, _, _ = self.api.param_serialize(
+            method="GET",
+            resource_path=path(api_version, kind, namespace),
+            query_params=query,
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(
+            method, url, header_params=headers, _request_timeout=(10, timeout + 30)
+        )
+        if resp.status >= 400:
+            err = ApiException(status=resp.status, reason=resp.reason)
+            err.body = resp.read()
+            raise err
+        stream = resp.response
+        try:
+            buf = b""
+            for chunk in stream.stream(65536, decode_content=True):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            stream.release_conn()
 
     async def apply(self, obj: dict) -> dict:
         """Server-side apply with our field manager; we own what we set."""

@@ -22,7 +22,6 @@ from kubernetes.client.rest import ApiException
 from tauon_operator.controller import Controller
 from tauon_operator.handlers import watch
 from tauon_operator.kube import Kube
-from tauon_operator.meta import MANAGED_BY
 from tauon_operator.metrics import register_objects_by_phase
 from tauon_operator.resource_metrics import register as register_resource_metrics
 from tauon_operator.settings import Settings
@@ -82,9 +81,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 10
     # Per-object workers go idle quickly: thousands of objects, few events each.
     settings.queueing.idle_timeout = 1.0
-    # Only our own children cross the wire: the API server filters, not this process.
-    for resource in watch.WATCHED_CHILDREN:
-        settings.watching.label_selectors[resource] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 @kopf.on.login()
@@ -115,15 +111,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
 
 
 @kopf.on.startup()
-async def load_cache(**_) -> None:
-    """No reconcile before the cache holds what the watches will list (kopf starts watching
-    once every startup handler has succeeded)."""
+async def load_cache(memo: kopf.Memo, **_) -> None:
+    """No reconcile before the cache holds what is there (kopf starts watching once every
+    startup handler has succeeded). The children's informers get their own connections."""
     t0 = time.monotonic()
+    namespaces = controller().settings.namespaces
+    if "informers" not in memo:
+        n = len(watch.CHILDREN) * max(1, len(namespaces))
+        memo["informers"] = watch.start_informers(Kube.from_environment(pool=n + 2), namespaces)
     try:
-        await watch.load_cache(controller().settings.namespaces)
-    except (ApiException, OSError, urllib3.exceptions.HTTPError) as e:
-        raise kopf.TemporaryError(f"listing the cache: {e}", delay=2) from e
+        await watch.load_cache(memo["informers"], namespaces)
+    except (ApiException, OSError, urllib3.exceptions.HTTPError, TimeoutError) as e:
+        raise kopf.TemporaryError(f"loading the cache: {e}", delay=2) from e
     log.info("cache loaded in %.1f s", time.monotonic() - t0)
+
+
+@kopf.on.cleanup()
+async def stop_informers(memo: kopf.Memo, **_) -> None:
+    for informer in memo.get("informers", ()):
+        informer.stop()
 
 
 def run(argv: list[str] | None = None) -> int:

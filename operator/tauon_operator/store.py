@@ -82,6 +82,15 @@ class Store:
                 out.append(obj)
         return sorted(out, key=lambda o: o["metadata"]["name"])
 
+    def keys(self, kind: str, namespace: str | None = None) -> set[str]:
+        """ "namespace/name" of every object of a kind (in one namespace, or all)."""
+        return {
+            f"{ns}/{name}"
+            for ns, by_name in self._objects[kind].items()
+            if namespace is None or ns == namespace
+            for name in by_name
+        }
+
     def all(self, kind: str) -> Iterable[dict]:
         return [o for by_name in self._objects[kind].values() for o in by_name.values()]
 

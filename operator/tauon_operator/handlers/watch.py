@@ -1,4 +1,5 @@
-"""The watch streams: every event updates the cache and enqueues the reconciles it concerns."""
+"""The watch streams: every event updates the cache and enqueues the reconciles it concerns.
+Kopf watches the custom resources; informers (informer.py) watch the children."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import kopf
 from tauon_operator import relevance
 from tauon_operator.api import GROUP, VERSION
 from tauon_operator.handlers import dataset, modeldeployment, trainingjob
+from tauon_operator.informer import Informer, wait_synced
+from tauon_operator.kube import Kube
 from tauon_operator.meta import MANAGED_BY, PARENT_LABEL
 from tauon_operator.state import controller
 
@@ -47,67 +50,75 @@ async def modeldeployment_event(type, body, **_):
     controller().enqueue("ModelDeployment", ns, name)
 
 
-def _child_event(kind: str, type_: str | None, body) -> None:
+def child_event(kind: str, type_: str, body: dict) -> None:
+    """An informer's event for a child: into the cache; its parent enqueued if it matters."""
     ctl = controller()
     ns = body["metadata"]["namespace"]
     old = ctl.store.get(kind, ns, body["metadata"]["name"])
-    if not ctl.store.observe(kind, type_ or "ADDED", body):
+    if not ctl.store.observe(kind, type_, body):
         return  # the echo of our own write: its parent already reconciled with it
-    if type_ != "DELETED" and not relevance.matters(kind, old, body):
+    if type_ == "DELETED":
+        body = old or body  # a relist's DELETED carries the name only
+    elif not relevance.matters(kind, old, body):
         return  # a change the parent's reconcile does not read (a binding, a counter, a heartbeat)
     labels = body["metadata"].get("labels") or {}
     for parent, label in PARENT_LABEL.items():
         if label in labels:
-            controller().enqueue(parent, ns, labels[label])
+            ctl.enqueue(parent, ns, labels[label])
 
 
-def _watch_children(group: str, version: str, plural: str, kind: str) -> None:
-    """Every kind the operator creates streams into the cache: what exists is compared with
-    what is desired (a child deleted by someone else is recreated), and pruning sees it."""
-
-    async def child_event(type, body, **_):
-        _child_event(kind, type, body)
-
-    child_event.__name__ = child_event.__qualname__ = f"{plural}_event"
-    kopf.on.event(group, version, plural, labels=MANAGED, id=f"{plural}-cache")(child_event)
-
-
-# Every kind the operator creates, (group, version, plural, kind): watched into the cache.
+# Every kind the operator creates, (apiVersion, kind): informers stream them into the cache, so
+# what exists is compared with what is desired (a child deleted by someone else is recreated,
+# an owned field edited is put back) and pruning sees it.
 CHILDREN = (
-    ("batch", "v1", "jobs", "Job"),
-    ("", "v1", "pods", "Pod"),
-    ("apps", "v1", "deployments", "Deployment"),
-    ("", "v1", "configmaps", "ConfigMap"),
-    ("", "v1", "services", "Service"),
-    ("", "v1", "serviceaccounts", "ServiceAccount"),
-    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
-    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ("batch/v1", "Job"),
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
-for _group, _version, _plural, _kind in CHILDREN:
-    _watch_children(_group, _version, _plural, _kind)
-# For the API server's own filtering of those watches (main.configure).
-WATCHED_CHILDREN = tuple((g, p) if g else p for g, _, p, _ in CHILDREN)
+SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # only our own children
 
 
-async def load_cache(namespaces: tuple[str, ...] = ()) -> None:
-    """Fill the cache with everything the watches will stream before any reconcile runs (an
-    informer's WaitForCacheSync): a reconcile that cannot see a Dataset, a TrainingJob or a
-    child only because its watch has not listed yet would regress a status or delete a child.
-    The watches' first events then repeat what is cached and enqueue the parents."""
-    ctl = controller()
-    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
-    kinds = [(f"{GROUP}/{VERSION}", kind, None) for kind in RECONCILERS] + [
-        (f"{g}/{v}" if g else v, kind, selector) for g, v, _, kind in CHILDREN
+def start_informers(kube: Kube, namespaces: tuple[str, ...] = ()) -> list[Informer]:
+    ctl, loop = controller(), asyncio.get_running_loop()
+    return [
+        Informer(
+            kube,
+            loop,
+            api_version,
+            kind,
+            ns,
+            SELECTOR,
+            child_event,
+            lambda kind=kind, ns=ns: ctl.store.keys(kind, ns),  # type: ignore[misc]
+        ).start()
+        for api_version, kind in CHILDREN
+        for ns in namespaces or (None,)
     ]
+
+
+async def load_cache(informers: list[Informer], namespaces: tuple[str, ...] = ()) -> None:
+    """No reconcile before the cache holds what is there (an informer's WaitForCacheSync): a
+    reconcile that cannot see a Dataset, a TrainingJob or a child only because it was not
+    listed yet would regress a status or delete a child. The children's informers list
+    first; the custom resources are listed here, and kopf's watches of them, starting after,
+    repeat what is cached and enqueue every one."""
+    ctl = controller()
     scopes: tuple[str | None, ...] = namespaces or (None,)
+    parents = [(kind, ns) for kind in RECONCILERS for ns in scopes]
     lists = await asyncio.gather(
-        *(ctl.kube.list(av, kind, ns, sel) for av, kind, sel in kinds for ns in scopes)
+        *(ctl.kube.list_objects(f"{GROUP}/{VERSION}", kind, ns) for kind, ns in parents)
     )
-    for (_, kind, _), items in zip([k for k in kinds for _ in scopes], lists, strict=True):
+    for (kind, _), items in zip(parents, lists, strict=True):
         for item in items:
             ctl.store.observe(kind, "ADDED", item)
+    await wait_synced(informers)
 
 
 RECONCILERS = {
