@@ -55,7 +55,11 @@ class TrainingJobSpec(ApiModel):
                 "processesPerWorker cannot exceed resources.gpus: each process drives one GPU",
                 field_path=".processesPerWorker",
             ),
+            # Each rule leaves a value out of its own bounds to that bound's error: no modulus by
+            # zero, no second complaint about the same mistake.
             cel(
+                "self.workers < 1 || self.processesPerWorker < 1 || "
+                "self.hyperparameters.gradAccumulationSteps < 1 || "
                 "self.hyperparameters.batchSize % (self.workers * self.processesPerWorker"
                 " * self.hyperparameters.gradAccumulationSteps) == 0",
                 "hyperparameters.batchSize is the global batch: it must divide evenly across "
@@ -63,6 +67,7 @@ class TrainingJobSpec(ApiModel):
                 field_path=".hyperparameters.batchSize",
             ),
             cel(
+                "self.hyperparameters.epochs < 1 || "
                 "self.hyperparameters.warmupEpochs < self.hyperparameters.epochs",
                 "hyperparameters.warmupEpochs must be less than epochs: the schedule needs an "
                 "epoch after the warm-up",
