@@ -23,9 +23,17 @@ def _version(obj: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _without_managed_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+# What a kind's cached copy leaves out: nothing reads it, and a pod's spec (containers, env,
+# volumes) is most of its size. Pods are the Job's and the ReplicaSet's to build, not ours.
+_UNREAD: dict[str, tuple[str, ...]] = {"Pod": ("spec",)}
+
+
+def _cached(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body["metadata"]
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    unread = _UNREAD.get(kind, ())
+    obj = {k: v for k, v in body.items() if k not in unread}
+    obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return obj
 
 
 class Store:
@@ -51,7 +59,7 @@ class Store:
         have, new = (_version(old) if old is not None else None), _version(body)
         if have is not None and new is not None and new <= have:
             return False
-        obj = _without_managed_fields(body)
+        obj = _cached(kind, body)
         self._unindex(kind, ns, old)
         self._objects[kind][ns][name] = obj
         for label in _INDEXED:
