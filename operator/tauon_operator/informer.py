@@ -27,8 +27,10 @@ from tauon_operator.kube import Kube
 
 log = logging.getLogger("tauon.informer")
 # (kind, event type, object): called on the event loop. A relist reports what vanished
-# meanwhile as DELETED, so the cache never keeps an object the cluster lost.
+# meanwhile as DELETED, so the cache never keeps an object the cluster lost. The first list
+# arrives as LISTED: the cache is being filled, and nothing may be reconciled on it yet.
 Handler = Callable[[str, str, dict[str, Any]], None]
+LISTED = "LISTED"
 RETRY_SECONDS = 1.0
 
 
@@ -107,8 +109,9 @@ class Informer:
             ns, _, name = key.rpartition("/")
             gone = {"kind": self.kind, "metadata": {"namespace": ns, "name": name}}
             self._deliver("DELETED", gone)
+        first = not self.synced.is_set()
         for obj in items:
-            self._deliver("ADDED", obj)
+            self._deliver(LISTED if first else "ADDED", obj)
         # Synced once the loop has taken every listed object in (callbacks run in order).
         done = threading.Event()
         self.loop.call_soon_threadsafe(done.set)

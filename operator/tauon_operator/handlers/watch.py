@@ -10,7 +10,7 @@ import kopf
 from tauon_operator import relevance
 from tauon_operator.api import GROUP, VERSION
 from tauon_operator.handlers import dataset, modeldeployment, trainingjob
-from tauon_operator.informer import Informer, wait_synced
+from tauon_operator.informer import LISTED, Informer, wait_synced
 from tauon_operator.kube import Kube
 from tauon_operator.meta import MANAGED_BY, PARENT_LABEL
 from tauon_operator.state import controller
@@ -53,6 +53,9 @@ async def modeldeployment_event(type, body, **_):
 def child_event(kind: str, type_: str, body: dict) -> None:
     """An informer's event for a child: into the cache; its parent enqueued if it matters."""
     ctl = controller()
+    if type_ == LISTED:  # the cache filling before any reconcile: kopf enqueues every parent
+        ctl.store.observe(kind, "ADDED", body)
+        return
     ns = body["metadata"]["namespace"]
     old = ctl.store.get(kind, ns, body["metadata"]["name"])
     if not ctl.store.observe(kind, type_, body):
