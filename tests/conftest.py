@@ -13,7 +13,8 @@ from localkube import Cluster
 from operator_rbac import chart_rbac_kubeconfig
 
 from kubetest import (  # noqa: F401 - re-exported for tests that import conftest
-    OperatorProcess, condition, finish_pods, get_json, status_of, wait_for, wait_phase)
+    OperatorProcess, condition, finish_pods, get_json, install_crds, new_namespace, status_of,
+    wait_for, wait_phase)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,15 +30,7 @@ def cluster():
 @pytest.fixture(scope="session")
 def crds(cluster):
     """Installs the generated CRDs and waits until the API server serves them."""
-    files = sorted((REPO / "crds").glob("*.yaml"))
-    if not files:
-        pytest.fail("crds/ is empty: run `make crds`")
-    for f in files:
-        cluster.kubectl("apply", "--server-side", "-f", str(f))
-    for f in files:
-        name = re.search(r"^  name: (\S+)", f.read_text(), re.M).group(1)
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    return [f.name for f in files]
+    return install_crds(cluster)
 
 
 @pytest.fixture
@@ -45,11 +38,7 @@ def namespace(cluster, request):
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    # The ServiceAccount controller creates `default` shortly after; pods need it.
-    wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-             what=f"default ServiceAccount in {name}")
-    yield name
+    yield new_namespace(cluster, name)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def wait_for(check, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
     """Polls `check` until it returns something truthy; returns that value or fails the test."""
@@ -20,6 +22,44 @@ def wait_for(check, timeout: float = 60, interval: float = 0.25, what: str = "co
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def install_crds(cluster) -> list[str]:
+    """Installs the generated CRDs and waits until the API server serves them."""
+    import re
+
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    if not files:
+        pytest.fail("crds/ is empty: run `make crds`")
+    for f in files:
+        cluster.kubectl("apply", "--server-side", "-f", str(f))
+    for f in files:
+        name = re.search(r"^  name: (\S+)", f.read_text(), re.M).group(1)
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return [f.name for f in files]
+
+
+def new_namespace(cluster, name: str) -> str:
+    """Creates a namespace and waits for its `default` ServiceAccount (pods need it)."""
+    cluster.kubectl("create", "namespace", name)
+    wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+             what=f"the default ServiceAccount in {name}")
+    return name
+
+
+def apply_objects(cluster, namespace: str, *objs: dict) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input="\n---\n".join(json.dumps(o) for o in objs))
+
+
+def succeed_with_model(cluster, namespace: str, name: str, sha: str, accuracy: float = 0.97) -> None:
+    """Ends a running TrainingJob the way the runtime does: its model reported, its pods exit 0."""
+    wait_phase(cluster, "tj", name, namespace, "Running")
+    cluster.kubectl("patch", "tj", name, "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"model": {"sha256": sha,
+                                                           "metrics": {"accuracy": accuracy}}}}))
+    finish_pods(cluster, namespace, f"tauon.dev/trainingjob={name}")
+    wait_phase(cluster, "tj", name, namespace, "Succeeded")
 
 
 def get_json(cluster, *args: str) -> dict:

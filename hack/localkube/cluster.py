@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from localkube import pki
@@ -136,9 +137,12 @@ class Cluster:
         bin_dir: Path | None = None,
         timeout: float = 120.0,
         agent: NodeAgentSpec | bool | None = None,
+        audit: bool = False,
     ) -> "Cluster":
         """Generates certificates, starts every component detached, waits until nodes are Ready.
-        With `agent` (True or a NodeAgentSpec) a local node agent joins as a real node."""
+        With `agent` (True or a NodeAgentSpec) a local node agent joins as a real node. With
+        `audit` the API server logs every write (who, what, where) to logs/audit.jsonl: see
+        `writes()`."""
         owned = state_dir is None
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix="tauon-cluster-"))
         if not owned and state_dir.exists():
@@ -151,7 +155,7 @@ class Cluster:
         bin_dir = bin_dir or build_binaries()
         nodes = gpu_nodes() if nodes is None else nodes
         try:
-            self._start(bin_dir, nodes, timeout)
+            self._start(bin_dir, nodes, timeout, audit)
             if agent:
                 self.start_agent(agent if isinstance(agent, NodeAgentSpec) else NodeAgentSpec())
         except BaseException:
@@ -210,7 +214,7 @@ class Cluster:
         self._save(pids=pids)
         return proc
 
-    def _start(self, bin_dir: Path, nodes: list[NodeSpec], timeout: float) -> None:
+    def _start(self, bin_dir: Path, nodes: list[NodeSpec], timeout: float, audit: bool) -> None:
         t0 = time.monotonic()
         deadline = t0 + timeout
         pki.generate(self.pki)
@@ -266,6 +270,7 @@ class Cluster:
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--v=1",
+            *(self._audit_args() if audit else []),
         ])
         self._wait(self._apiserver_ready, deadline, "kube-apiserver /readyz")
 
@@ -321,6 +326,35 @@ class Cluster:
         if nodes:
             self.add_nodes(nodes, deadline - time.monotonic())
         self._save(started_seconds=round(time.monotonic() - t0, 2))
+
+    def _audit_args(self) -> list[str]:
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(json.dumps(AUDIT_POLICY))
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.logs / 'audit.jsonl'}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # a write is in the log before its answer
+        ]
+
+    def writes(self, since: float = 0.0, user: str = "", namespace: str = "") -> list[dict]:
+        """Write requests the API server answered (with `audit`): each audit event whose
+        request started at or after `since` (epoch seconds), from a user whose name contains
+        `user`, in `namespace` (all when empty)."""
+        path = self.logs / "audit.jsonl"
+        out = []
+        for line in path.read_text().splitlines() if path.exists() else ():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            started = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+            if (
+                started >= since
+                and user in event["user"].get("username", "")
+                and (not namespace or ref.get("namespace") == namespace)
+            ):
+                out.append(event)
+        return out
 
     def stop(self) -> None:
         """Stops every component (reverse start order) and removes a temp state dir."""
@@ -444,6 +478,18 @@ class Cluster:
             if c["type"] == "Ready" and c["status"] == "True"
         }
         return set(names) <= ready
+
+
+# Every write, at Metadata level (who, verb, object; no bodies), once it is answered.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
 
 
 def _storage_class() -> dict:

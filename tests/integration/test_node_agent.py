@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetest import wait_for
+from kubetest import new_namespace, wait_for
 from localkube import Cluster, NodeAgentSpec, NodeSpec
 
 pytestmark = pytest.mark.cluster
@@ -33,10 +33,7 @@ def kube():
 @pytest.fixture
 def ns(kube, request):
     name = f"agent-{request.node.name[5:25].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
-    kube.kubectl("create", "namespace", name)
-    wait_for(lambda: kube.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-             what="default ServiceAccount")
-    yield name
+    yield new_namespace(kube, name)
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

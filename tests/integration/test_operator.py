@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from kubetest import (OperatorProcess, condition, finish_pods, get_json, status_of, wait_for,
-                      wait_phase)
+from kubetest import (OperatorProcess, apply_objects, condition, finish_pods, get_json, status_of,
+                      succeed_with_model, wait_for, wait_phase)
 
 pytestmark = pytest.mark.cluster
 GROUP = "tauon.dev/v1alpha1"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def apply(cluster, namespace: str, *objs: dict) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-",
-                    input="\n---\n".join(json.dumps(o) for o in objs))
+apply = apply_objects
 
 
 def dataset(name: str = "digits", **spec) -> dict:
@@ -273,11 +271,7 @@ def test_bad_references_end_in_clear_conditions_without_a_hot_loop(cluster, name
 def trained(cluster, namespace: str, name: str, sha: str) -> None:
     """A TrainingJob that succeeded with a model, as the runtime reports it."""
     apply(cluster, namespace, trainingjob(name))
-    wait_phase(cluster, "tj", name, namespace, "Running")
-    cluster.kubectl("patch", "tj", name, "-n", namespace, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": {"model": {"sha256": sha, "metrics": {"accuracy": 0.97}}}}))
-    finish_pods(cluster, namespace, f"tauon.dev/trainingjob={name}")
-    wait_phase(cluster, "tj", name, namespace, "Succeeded")
+    succeed_with_model(cluster, namespace, name, sha)
 
 
 def test_modeldeployment_serves_its_trainingjobs_model_and_rolls_to_a_new_one(cluster, namespace, tauon_operator):
