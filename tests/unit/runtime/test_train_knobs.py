@@ -302,10 +302,12 @@ def test_batch_size_must_divide_by_processes_and_accumulation(tmp_path: Path) ->
         path == ".hyperparameters.batchSize" and "gradAccumulationSteps" in rule
         for path, rule in rules
     )
-    assert [rule for path, rule in rules if path == ".hyperparameters.warmupEpochs"] == [
-        "self.hyperparameters.warmupEpochs < self.hyperparameters.epochs",
-        "self.hyperparameters.schedule != 'onecycle' || self.hyperparameters.warmupEpochs == 0",
-    ]
+    warmup = [rule for path, rule in rules if path == ".hyperparameters.warmupEpochs"]
+    assert len(warmup) == 2
+    assert "self.hyperparameters.warmupEpochs < self.hyperparameters.epochs" in warmup[0]
+    assert warmup[1] == (
+        "self.hyperparameters.schedule != 'onecycle' || self.hyperparameters.warmupEpochs == 0"
+    )
     cfg = TrainConfig.model_validate(
         digits_train_config(
             tmp_path, tmp_path, hyperparameters={"batchSize": 60, "gradAccumulationSteps": 8}
