@@ -4,6 +4,7 @@ a free port, waiting until a URL answers, and stopping processes with a grace pe
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -15,9 +16,34 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
+    range: a port from that range (what binding port 0 gives) can be taken by any outgoing
+    connection between this call and the server's own bind — a component then fails with
+    "address already in use". Never the same port twice in one process."""
+    high = _ephemeral_low() - 1
+    for _ in range(500):
+        port = random.randint(10000, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
