@@ -60,6 +60,7 @@ crds: venv ## regenerate crds/ and charts/tauon/crds/ from the pydantic models
 bench: setup ## benchmarks: they print figures, they do not pass or fail (quick sizes)
 	$(PY) bench/cluster_start.py
 	$(PY) bench/operator_scale.py --jobs 100 --nodes 13 --baseline bare --peer training-operator
+	$(PY) bench/serve_throughput.py --peers kserve,litserve --requests 200
 
 clean: cluster-down ## remove local state (not the caches in ~/.cache/tauon)
 	rm -rf .tauon .pytest_cache
