@@ -1,10 +1,14 @@
-"""Throughput and latency of `tauon-runtime serve`, batching on and off.
+"""Throughput and latency of `tauon-runtime serve`, batching on and off, PyTorch and ONNX.
 
 Starts the real server (``python -m tauon_runtime serve``) on 127.0.0.1 with a model exported
-the way training exports it, sends a bounded number of requests at concurrency 1, 8 and 32 and
-prints requests/s, p50 and p99 latency, and the mean batch size the server formed (from its
-/metrics). Client and server share the machine, so the figures are a floor. Prints; never
-asserts.
+the way training exports it (model.safetensors and model.onnx), once per model format (the
+torch backend, and the onnxruntime backend of the runtime-edge image) and batching mode, sends a
+bounded number of requests at concurrency 1, 8 and 32 and prints requests/s, p50 and p99
+latency, and the mean batch size the server formed (from its /metrics); then the ONNX/PyTorch
+ratios and the install size of each image's Python packages (the edge lock's set against the
+runtime's, torch included, measured from this environment's installed files). The last line is
+one JSON object with all of it. Client and server share the machine, so the figures are a
+floor. Prints; never asserts.
 
     python bench/serve_throughput.py                       # seed CNN on 8x8 digits, CPU
     python bench/serve_throughput.py --architecture resnet18 --image-size 32 --channels 3
@@ -23,12 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
 from localkube.procutil import free_port, terminate, wait_for_url  # noqa: E402
 
 
@@ -94,15 +100,58 @@ async def load(base: str, path: str, body: bytes, concurrency: int, requests: in
     }
 
 
-async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path) -> list[dict]:
+def installed_mib(roots: list[str]) -> tuple[float, int]:
+    """(MiB, distributions) of the installed files of `roots` and everything they require, as
+    this environment resolved them (each distribution's RECORD)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo, total = list(roots), 0
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for f in dist.files or ():
+            path = Path(str(dist.locate_file(f)))
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        for spec in dist.requires or ():
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return total / 2**20, len(seen)
+
+
+def install_sizes() -> dict[str, dict[str, float]]:
+    edge = [line.split("==")[0] for line in (ROOT / "docker" / "requirements-edge.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for image, roots in (("runtime-edge", edge), ("runtime", [r.split("==")[0] for r in runtime])):
+        mib, count = installed_mib(roots)
+        out[image] = {"mib": round(mib, 1), "distributions": count}
+    return out
+
+
+async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path,
+                     fmt: str = "safetensors") -> list[dict]:
     port = free_port()
     config = {
         "modelName": "bench", "modelDir": str(model_dir), "host": "127.0.0.1", "port": port,
         "device": args.device, "batching": {"maxBatchSize": max_batch, "maxLatencyMs": args.max_latency_ms},
+        "modelFormat": fmt,
     }
-    cfg_path = workdir / f"serve-{max_batch}.json"
+    cfg_path = workdir / f"serve-{fmt}-{max_batch}.json"
     cfg_path.write_text(json.dumps(config))
-    log_path = workdir / f"serve-{max_batch}.log"
+    log_path = workdir / f"serve-{fmt}-{max_batch}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg_path)],
@@ -131,8 +180,9 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
             await asyncio.sleep(1.2)
             await load(base, path, body, concurrency, 5 * concurrency)
             stats = await load(base, path, body, concurrency, args.requests)
-            rows.append({"batching": "on" if max_batch > 1 else "off", "concurrency": concurrency, **stats})
-            print(f"  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
+            rows.append({"format": fmt, "batching": "on" if max_batch > 1 else "off",
+                         "concurrency": concurrency, **stats})
+            print(f"  {fmt:>11}  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
                   f"{stats['rps']:8.1f} req/s  p50 {stats['p50']:7.2f} ms  p99 {stats['p99']:7.2f} ms  "
                   f"mean batch {stats['batch']:5.1f}  errors {stats['errors']}", flush=True)
         return rows
@@ -147,17 +197,41 @@ async def amain(args: argparse.Namespace) -> None:
             workdir / "model", args.architecture, args.channels, args.image_size)
         print(f"serve_throughput: model {model_dir}, endpoint {args.endpoint}, {args.requests} requests "
               f"per level, device {args.device}, {os.cpu_count()} CPUs", flush=True)
+        card = json.loads((model_dir / "model.json").read_text())
+        onnx = card.get("onnx") or {}
+        formats = [f for f in args.formats if f != "onnx" or onnx.get("file")]
+        if formats != args.formats:
+            print(f"no ONNX export to measure: {onnx.get('reason', 'the card has no onnx entry')}")
         rows = []
-        for max_batch in (args.max_batch_size, 1):
-            rows += await bench_mode(args, model_dir, max_batch, workdir)
+        for fmt in formats:
+            for max_batch in (args.max_batch_size, 1):
+                rows += await bench_mode(args, model_dir, max_batch, workdir, fmt)
         print()
-        print("| batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| format | batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['batching']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.2f} | "
+            print(f"| {r['format']} | {r['batching']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.2f} | "
                   f"{r['p99']:.2f} | {r['batch']:.1f} |")
-        if args.json:
-            print(json.dumps(rows))
+        ratios = {}
+        by = {(r["format"], r["batching"], r["concurrency"]): r for r in rows}
+        for (fmt, batching, concurrency), r in by.items():
+            torch_row = by.get(("safetensors", batching, concurrency))
+            if fmt == "onnx" and torch_row:
+                ratios[f"batching-{batching}-c{concurrency}"] = {
+                    "rps": round(r["rps"] / torch_row["rps"], 2),
+                    "p50": round(r["p50"] / torch_row["p50"], 2),
+                }
+        if ratios:
+            print()
+            print("onnx / torch:", ", ".join(f"{k} req/s x{v['rps']} p50 x{v['p50']}" for k, v in ratios.items()))
+        sizes = install_sizes()
+        print("installed Python packages:", ", ".join(
+            f"{k} {v['mib']:.0f} MiB ({v['distributions']} distributions)" for k, v in sizes.items()))
+        summary = {"bench": "serve_throughput", "cpus": os.cpu_count(), "architecture": card.get("architecture"),
+                   "endpoint": args.endpoint, "onnx": {k: onnx.get(k) for k in ("exporter", "opset", "maxAbsDiff")},
+                   "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+                   "ratioOnnxOverTorch": ratios, "installMiB": sizes}
+        print(json.dumps(summary))
 
 
 def main() -> None:
@@ -172,7 +246,8 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32, help="batching on: the largest batch")
     p.add_argument("--max-latency-ms", type=float, default=5.0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
+    p.add_argument("--formats", nargs="+", choices=("safetensors", "onnx"), default=["safetensors", "onnx"],
+                   help="the model formats (serving backends) to measure")
     asyncio.run(amain(p.parse_args()))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ def export_onnx(
     wrapped = Normalized(module, card["preprocessing"], c).eval()
     example = torch.from_numpy(inputs[:2] if len(inputs) >= 2 else np.repeat(inputs, 2, axis=0))
     failures = []
+    started = time.perf_counter()
     for exporter in ("dynamo", "torchscript"):
         try:
             _export(wrapped, example, path, exporter)
@@ -143,6 +145,7 @@ def export_onnx(
                 "output": {"name": OUTPUT, "shape": [-1, int(card["numClasses"])]},
                 "split": check_split,
                 **check,
+                "seconds": round(time.perf_counter() - started, 2),
             }
         failures.append(
             f"{exporter} exporter: max abs diff {check['maxAbsDiff']} (tolerance "
