@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-from localkube.procutil import free_port, wait_for_url
 from runtime_testlib import digits_train_config, events
 from test_serve import HELD_OUT, MODEL, client_for, config, digits, model_dir, run, served  # noqa: F401
+
+from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.config import TrainConfig
 from tauon_runtime.data import PreparedDataset
 from tauon_runtime.modelfiles import sha256_hex
@@ -49,27 +49,27 @@ def trained(digits_dir: Path, tmp_path_factory) -> tuple[Path, dict, list[dict]]
 
 
 def test_training_exports_onnx_checked_on_the_test_split(trained, digits_dir):
-    model_dir, result, log = trained
-    card = json.loads((model_dir / "model.json").read_text())
+    out, result, log = trained
+    card = json.loads((out / "model.json").read_text())
     onnx = card["onnx"]
     test = PreparedDataset(digits_dir).split("test")
     print("card.onnx:", json.dumps(onnx))
-    assert onnx["file"] == "model.onnx" and onnx["sha256"] == sha256_hex((model_dir / "model.onnx").read_bytes())
+    assert onnx["file"] == "model.onnx" and onnx["sha256"] == sha256_hex((out / "model.onnx").read_bytes())
     assert onnx["exporter"] == "dynamo" and onnx["opset"] >= 17
     assert onnx["split"] == "test" and onnx["samples"] == len(test)
     assert onnx["agreement"] >= 0.999 and onnx["maxAbsDiff"] <= onnx["tolerance"] <= 1e-2
-    assert [e for e in log if e["event"] == "exported"][0]["onnx"]["file"] == "model.onnx"
+    assert next(e for e in log if e["event"] == "exported")["onnx"]["file"] == "model.onnx"
     assert card["sha256"] == result["model"]["sha256"]  # the model's digest is still the weights'
 
 
 def test_onnx_predictions_agree_with_pytorch_on_the_digits_test_split(trained, digits_dir):
     """Done-when: ≥ 99.9 % the same predictions as PyTorch, recomputed here, not read from the card."""
-    model_dir, _, _ = trained
+    out, _, _ = trained
     test = PreparedDataset(digits_dir).split("test")
-    model, card = load_exported(model_dir)
+    model, card = load_exported(out)
     with torch.inference_mode():
         ref = model(normalize_input(test.x, card)).numpy()
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": test.x.numpy().astype(np.float32)})[0]  # raw pixels: normalised in the graph
     agreement = float((got.argmax(1) == ref.argmax(1)).mean())
     diff = float(np.abs(got - ref).max())
@@ -142,7 +142,7 @@ def test_onnx_format_without_an_onnx_file_is_a_load_error(tmp_path):
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     card["preprocessing"] = {"scale": 255.0, "mean": [0.0], "std": [1.0]}
     (tmp_path / "m" / "model.json").write_text(json.dumps(card))
-    with pytest.raises(FileNotFoundError, match="no ONNX export .*preprocessing"):
+    with pytest.raises(FileNotFoundError, match=r"no ONNX export .*preprocessing"):
         ServedModel.load(str(tmp_path / "m"), "m", device="cpu", format="onnx")
 
 
@@ -164,10 +164,10 @@ NO_TORCH = textwrap.dedent("""
 """)
 
 
-def _serve_without_torch(model_dir: Path, tmp_path: Path, fmt: str) -> tuple[subprocess.Popen, int]:
+def _serve_without_torch(exported: Path, tmp_path: Path, fmt: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cfg = tmp_path / f"serve-{fmt}.json"
-    cfg.write_text(json.dumps({"modelName": MODEL, "modelDir": str(model_dir), "modelFormat": fmt,
+    cfg.write_text(json.dumps({"modelName": MODEL, "modelDir": str(exported), "modelFormat": fmt,
                                "device": "cpu", "host": "127.0.0.1", "port": port, "drainSeconds": 0}))
     env = {"PYTHONPATH": str(RUNTIME_SRC), "PATH": "/usr/bin:/bin", "TAUON_TERMINATION_LOG": str(tmp_path / "term")}
     proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, str(cfg)], env=env,
