@@ -119,13 +119,25 @@ def test_onnx_backend_answers_like_the_torch_backend(model_dir, served, onnx_ser
             infer = await c.post(f"/v2/models/{MODEL}/infer", json={"inputs": [
                 {"name": "input", "shape": [HELD_OUT, 1, 8, 8], "datatype": "UINT8",
                  "data": digits["x_test"].ravel().tolist()}]})
+            # The binary tensor extension: UINT8 pixels in, FP32 probabilities out, as bytes.
+            raw = digits["x_test"].astype("u1").tobytes()
+            head = json.dumps({"inputs": [{"name": "input", "shape": [HELD_OUT, 1, 8, 8], "datatype": "UINT8",
+                                           "parameters": {"binary_data_size": len(raw)}}],
+                               "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
+            binary = await c.post(f"/v2/models/{MODEL}/infer", data=head + raw, headers={
+                "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))})
+            assert binary.status == 200, await binary.text()
+            payload = await binary.read()
+            split = int(binary.headers["Inference-Header-Content-Length"])
+            binary_probs = np.frombuffer(payload[split:], "<f4").reshape(HELD_OUT, 10)
             meta = await c.get(f"/v2/models/{MODEL}")
             bad = await c.post("/v1/predict", json={"array": [0] * 63})
             metrics = await (await c.get("/metrics")).text()
             return (predict.status, await predict.json()), (infer.status, await infer.json()), \
-                await meta.json(), (bad.status, await bad.json()), metrics
+                await meta.json(), (bad.status, await bad.json()), metrics, binary_probs
 
-    (ps, predict), (vs, infer), meta, (bs, bad), metrics = run(go())
+    (ps, predict), (vs, infer), meta, (bs, bad), metrics, binary_probs = run(go())
+    np.testing.assert_allclose(binary_probs, served.forward(x), atol=1e-5)
     assert ps == 200 and vs == 200
     want = [str(k) for k in served.forward(x).argmax(1)]
     assert [p["label"] for p in predict["predictions"]] == want
