@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from runtime_testlib import digits_train_config, events
-from test_serve import HELD_OUT, MODEL, client_for, config, digits, model_dir, run, served  # noqa: F401
+from test_serve import HELD_OUT, MODEL, client_for, config, digits, model_dir, png, run, served  # noqa: F401
 
 from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.config import TrainConfig
@@ -201,6 +201,11 @@ def test_the_onnx_server_runs_where_torch_cannot_be_imported(model_dir, digits, 
         with urllib.request.urlopen(req, timeout=10) as r:
             preds = json.loads(r.read())["predictions"]
         assert sum(p["label"] == str(t) for p, t in zip(preds, digits["y_test"][:20], strict=True)) >= 17
+        # An image: Pillow and numpy decode it, nothing of torch.
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", data=png(digits["x_test"][0, 0], 32),
+                                     headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read())["predictions"][0]["label"] == preds[0]["label"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
