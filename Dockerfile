@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1.7
-# Tauon's two images, from one Dockerfile:
+# Tauon's three images, from one Dockerfile:
 #
 #   docker build --target operator -t ghcr.io/tauon-dev/tauon-operator:0.1.0 .   # kopf, no torch
 #   docker build --target runtime  -t ghcr.io/tauon-dev/tauon-runtime:0.1.0 .    # torch 2.14.1
 #   docker build --target runtime --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
+#   docker build --target runtime-edge -t ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0 .  # onnxruntime, no torch
 #
-# Pins: pyproject.toml (the runtime) and docker/requirements-operator.txt (the operator, generated
-# from pyproject's pins by docker/lock-operator.py). Both final stages run as the numeric,
-# non-root user 65532 with no compiler, no pip and no build tools.
+# Pins: pyproject.toml (the runtime), docker/requirements-operator.txt (the operator) and
+# docker/requirements-edge.txt (the edge server), the last two generated from pyproject's pins
+# by docker/lock-operator.py. Every final stage runs as the numeric, non-root user 65532 with
+# no compiler, no pip and no build tools.
 
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.7-slim-bookworm
 
@@ -32,7 +34,13 @@ COPY docker/install.sh docker/requirements-operator.txt /docker/
 COPY --from=build /wheels /wheels
 RUN PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}" /docker/install.sh runtime /opt/tauon /wheels
 
-# ---------------------------------------------------------------- what both final images share
+# ---------------------------------------------------------------- the edge server's environment
+FROM ${PYTHON_IMAGE} AS runtime-edge-env
+COPY docker/install.sh docker/requirements-edge.txt /docker/
+COPY --from=build /wheels /wheels
+RUN /docker/install.sh edge /opt/tauon /wheels
+
+# ---------------------------------------------------------------- what the final images share
 FROM ${PYTHON_IMAGE} AS base
 # The base image's own installer goes too: nothing in the final images can install anything.
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
@@ -62,3 +70,13 @@ LABEL org.opencontainers.image.title="tauon-runtime"
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["tauon-runtime"]
+
+# ---------------------------------------------------------------- target: runtime-edge
+# `tauon-runtime serve` with modelFormat onnx: onnxruntime on CPU, no torch (docs/edge.md).
+FROM base AS runtime-edge
+COPY --from=runtime-edge-env /opt/tauon /opt/tauon
+LABEL org.opencontainers.image.title="tauon-runtime-edge"
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["tauon-runtime"]
+CMD ["serve"]

@@ -1,10 +1,13 @@
-"""Throughput and latency of `tauon-runtime serve`, batching on and off.
+"""Throughput and latency of `tauon-runtime serve`, batching on and off, PyTorch and ONNX.
 
 Starts the real server (``python -m tauon_runtime serve``) on 127.0.0.1 with a model exported
-the way training exports it, sends a bounded number of requests at concurrency 1, 8 and 32 and
-prints requests/s, p50 and p99 latency, and the mean batch size the server formed (from its
-/metrics). Client and server share the machine, so the figures are a floor. Prints; never
-asserts.
+the way training exports it (model.safetensors and model.onnx), once per model format (the
+torch backend, and the onnxruntime backend of the runtime-edge image) and batching mode, sends a
+bounded number of requests at concurrency 1, 8, 32 and 128 and prints requests/s, p50 and p99
+latency, and the mean batch size the server formed (from its /metrics); then the ONNX/PyTorch
+ratios and the install size of each image's Python packages (the edge lock's set against the
+runtime's, torch included, measured from this environment's installed files). Client and server
+share the machine, so the figures are a floor. Prints; never asserts.
 
     python bench/serve_throughput.py                       # seed CNN on 8x8 digits, CPU
     python bench/serve_throughput.py --architecture resnet18 --image-size 32 --channels 3
@@ -32,13 +35,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import tomllib
 import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
 from localkube.procutil import free_port, terminate, wait_for_url  # noqa: E402
 
 import serve_peers  # noqa: E402 - bench/, beside this script
@@ -106,6 +111,47 @@ async def load(base: str, path: str, body: bytes, concurrency: int, requests: in
     }
 
 
+def installed_mib(roots: list[str]) -> tuple[float, int]:
+    """(MiB, distributions) of the installed files of `roots` and everything they require, as
+    this environment resolved them (each distribution's RECORD)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo, total = list(roots), 0
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for f in dist.files or ():
+            path = Path(str(dist.locate_file(f)))
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        for spec in dist.requires or ():
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return total / 2**20, len(seen)
+
+
+def install_sizes() -> dict[str, dict[str, float]]:
+    edge = [line.split("==")[0] for line in (ROOT / "docker" / "requirements-edge.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for image, roots in (("runtime-edge", edge), ("runtime", [r.split("==")[0] for r in runtime])):
+        mib, count = installed_mib(roots)
+        out[image] = {"mib": round(mib, 1), "distributions": count}
+    return out
+
+
 def request_body(endpoint: str, model_dir: Path) -> tuple[str, bytes]:
     card = json.loads((model_dir / "model.json").read_text())
     c, h, w = card["inputShape"]
@@ -117,7 +163,8 @@ def request_body(endpoint: str, model_dir: Path) -> tuple[str, bytes]:
 
 
 async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path,
-                     endpoint: str | None = None, peer: serve_peers.Peer | None = None) -> list[dict]:
+                     endpoint: str | None = None, peer: serve_peers.Peer | None = None,
+                     fmt: str = "safetensors") -> list[dict]:
     port = free_port()
     endpoint = endpoint or args.endpoint
     path, body = request_body(endpoint, model_dir)
@@ -128,11 +175,12 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
         config = {
             "modelName": "bench", "modelDir": str(model_dir), "host": "127.0.0.1", "port": port,
             "device": args.device, "batching": {"maxBatchSize": max_batch, "maxLatencyMs": args.max_latency_ms},
+            "modelFormat": fmt,
         }
-        cfg_path = workdir / f"serve-{max_batch}.json"
+        cfg_path = workdir / f"serve-{fmt}-{max_batch}.json"
         cfg_path.write_text(json.dumps(config))
         argv, ready = [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg_path)], "/v2/health/ready"
-    log_path = workdir / f"{server}-{max_batch}-{endpoint}.log"
+    log_path = workdir / f"{server}-{fmt}-{max_batch}-{endpoint}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -152,9 +200,9 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
             batching = "on" if max_batch > 1 and server != "kserve" else "off"
             if peer:  # the mean batch comes from Tauon's own /metrics
                 stats["batch"] = float("nan")
-            rows.append({"server": server, "endpoint": endpoint, "batching": batching,
+            rows.append({"server": server, "format": fmt, "endpoint": endpoint, "batching": batching,
                          "concurrency": concurrency, **stats})
-            print(f"  {server:>8} {endpoint:>7}  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
+            print(f"  {server:>8} {fmt:>11} {endpoint:>7}  batching {batching:>3}  concurrency {concurrency:>3}: "
                   f"{stats['rps']:8.1f} req/s  p50 {stats['p50']:7.2f} ms  p99 {stats['p99']:7.2f} ms  "
                   f"mean batch {stats['batch']:5.1f}  errors {stats['errors']}", flush=True)
         return rows
@@ -169,35 +217,62 @@ async def amain(args: argparse.Namespace) -> None:
             workdir / "model", args.architecture, args.channels, args.image_size)
         print(f"serve_throughput: model {model_dir}, endpoint {args.endpoint}, {args.requests} requests "
               f"per level, device {args.device}, {os.cpu_count()} CPUs", flush=True)
+        card = json.loads((model_dir / "model.json").read_text())
+        onnx = card.get("onnx") or {}
+        formats = [f for f in args.formats if f != "onnx" or onnx.get("file")]
+        if formats != args.formats:
+            print(f"no ONNX export to measure: {onnx.get('reason', 'the card has no onnx entry')}")
         rows = []
         peers = serve_peers.setup(args.peers) if args.peers else {}
         if peers:  # Tauon on every endpoint a peer is compared on, batching on
             for endpoint in sorted({serve_peers.ENDPOINT[name] for name in peers}):
-                rows += await bench_mode(args, model_dir, args.max_batch_size, workdir, endpoint)
+                for fmt in formats:
+                    rows += await bench_mode(args, model_dir, args.max_batch_size, workdir, endpoint, fmt=fmt)
             for peer in peers.values():
                 rows += await bench_mode(args, model_dir, args.max_batch_size, workdir,
                                          serve_peers.ENDPOINT[peer.name], peer)
         else:
-            for max_batch in (args.max_batch_size, 1):
-                rows += await bench_mode(args, model_dir, max_batch, workdir)
+            for fmt in formats:
+                for max_batch in (args.max_batch_size, 1):
+                    rows += await bench_mode(args, model_dir, max_batch, workdir, fmt=fmt)
         ceiling = serve_peers.model_only(model_dir, args.max_batch_size,
                                          device="cpu" if args.device == "auto" else args.device)
         print()
-        print("| server | endpoint | batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| server | format | endpoint | batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
+        print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['server']} | {r['endpoint']} | {r['batching']} | {r['concurrency']} | "
+            print(f"| {r['server']} | {r['format']} | {r['endpoint']} | {r['batching']} | {r['concurrency']} | "
                   f"{r['rps']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['batch']:.1f} |")
         print(f"model only (batched forward of {args.max_batch_size} in a loop, no HTTP): "
               f"{ceiling:.0f} samples/s")
-        print(json.dumps(summary(rows, ceiling, args)))
+        ratios = {}
+        by = {(r["format"], r["endpoint"], r["batching"], r["concurrency"]): r
+              for r in rows if r["server"] == "tauon"}
+        for (fmt, endpoint, batching, concurrency), r in by.items():
+            torch_row = by.get(("safetensors", endpoint, batching, concurrency))
+            if fmt == "onnx" and torch_row:
+                ratios[f"{endpoint}-batching-{batching}-c{concurrency}"] = {
+                    "rps": round(r["rps"] / torch_row["rps"], 2),
+                    "p50": round(r["p50"] / torch_row["p50"], 2),
+                }
+        if ratios:
+            print("onnx / torch:", ", ".join(f"{k} req/s x{v['rps']} p50 x{v['p50']}" for k, v in ratios.items()))
+        sizes = install_sizes()
+        print("installed Python packages:", ", ".join(
+            f"{k} {v['mib']:.0f} MiB ({v['distributions']} distributions)" for k, v in sizes.items()))
+        line = summary(rows, ceiling, args)
+        line |= {"cpus": os.cpu_count(), "endpoint": args.endpoint,
+                 "onnx": {k: onnx.get(k) for k in ("exporter", "opset", "maxAbsDiff")},
+                 "ratioOnnxOverTorch": ratios, "installMiB": sizes}
+        print(json.dumps(line))
 
 
 def summary(rows: list[dict], ceiling: float, args: argparse.Namespace) -> dict:
     """The JSON line: every row, the ceiling, and the ratios against the better peer."""
     def rps(server: str, endpoint: str, c: int) -> float | None:
         return next((r["rps"] for r in rows if r["server"] == server and r["endpoint"] == endpoint
-                     and r["concurrency"] == c and r["batching"] in ("on", "off")), None)
+                     and r["concurrency"] == c and r["format"] == "safetensors"
+                     and r["batching"] in ("on", "off")), None)
     out = {"bench": "serve_throughput", "architecture": args.architecture,
            "inputShape": [args.channels, args.image_size, args.image_size],
            "maxBatchSize": args.max_batch_size, "maxLatencyMs": args.max_latency_ms,
@@ -213,7 +288,7 @@ def summary(rows: list[dict], ceiling: float, args: argparse.Namespace) -> dict:
                                     for p, v in peer_rps.items()}}
     top = max(args.concurrency)
     ours_top = max((r["rps"] for r in rows if r["server"] == "tauon" and r["concurrency"] == top
-                    and r["batching"] == "on"), default=None)
+                    and r["batching"] == "on" and r["format"] == "safetensors"), default=None)
     out["ratioVsModelOnly"] = round(ours_top / ceiling, 3) if ours_top else None
     return out
 
@@ -230,6 +305,8 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int, default=32, help="batching on: the largest batch")
     p.add_argument("--max-latency-ms", type=float, default=5.0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--formats", nargs="+", choices=("safetensors", "onnx"), default=["safetensors", "onnx"],
+                   help="the model formats (serving backends) to measure")
     p.add_argument("--peers", type=lambda v: [x for x in v.split(",") if x], default=[],
                    help=f"comma-separated peers served side by side: {','.join(serve_peers.PEERS)}")
     args = p.parse_args()

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/tauon-dev/tauon-runtime:0.1.0"
+DEFAULT_RUNTIME_EDGE_IMAGE = "ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0"  # no torch: onnx serving
 
 
 @dataclass(frozen=True)
 class Settings:
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    runtime_edge_image: str = DEFAULT_RUNTIME_EDGE_IMAGE
     image_pull_policy: str = "IfNotPresent"
     # Empty: every namespace (ClusterRole); else only these (per-namespace Roles).
     namespaces: tuple[str, ...] = ()
@@ -29,6 +31,7 @@ class Settings:
         ns = tuple(n.strip() for n in env.get("TAUON_NAMESPACES", "").split(",") if n.strip())
         return cls(
             runtime_image=env.get("TAUON_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
+            runtime_edge_image=env.get("TAUON_RUNTIME_EDGE_IMAGE") or DEFAULT_RUNTIME_EDGE_IMAGE,
             image_pull_policy=env.get("TAUON_IMAGE_PULL_POLICY", "IfNotPresent"),
             namespaces=ns,
             metrics_port=int(env.get("TAUON_METRICS_PORT", "8000")),

@@ -74,6 +74,8 @@ def test_kubectl_explain_teaches_the_api(cluster, crds):
     assert "sgd" in nested
     source = cluster.kubectl("explain", "tds.spec.source").stdout
     assert "exactly one of builtin, synthetic, http or pvc" in source
+    fmt = cluster.kubectl("explain", "mdep.spec.model.format").stdout
+    assert "onnxruntime" in fmt and "safetensors" in fmt
 
 
 def test_get_tauon_lists_all_three_kinds(cluster, crds, namespace):

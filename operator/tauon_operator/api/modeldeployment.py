@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
-from tauon_runtime.contract.serve import Batching, Feedback
+from tauon_runtime.contract.serve import Batching, Feedback, ModelFormat
 
 from .common import (
     DNS_SUBDOMAIN,
@@ -68,6 +68,13 @@ class ModelSource(ApiModel):
     )
     sha256: Sha256 | None = Field(
         None, description="Required with uri: SHA-256 of the weights; a mismatch is not served."
+    )
+    format: ModelFormat = Field(
+        "safetensors",
+        description="Which exported file to serve. `safetensors`: the weights, in PyTorch (the "
+        "runtime image). `onnx`: the ONNX export beside them (model.onnx, recorded with its "
+        "check against PyTorch in the model card's `onnx`), run by onnxruntime on CPU without "
+        "torch, in the small runtime-edge image.",
     )
 
     @model_validator(mode="after")
@@ -136,6 +143,16 @@ class Canary(ApiModel):
     )
 
 
+# The edge image has onnxruntime's CPU build only: GPUs would be requested and never used.
+ONNX_ON_CPU_RULE = (
+    "self.resources.gpus == 0 || (self.model.format != 'onnx' && "
+    "(!has(self.canary) || self.canary.model.format != 'onnx'))"
+)
+ONNX_ON_CPU_MESSAGE = (
+    "format onnx is served on CPU (the runtime-edge image has no CUDA): set resources.gpus to 0"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired inference service."""
 
@@ -145,7 +162,12 @@ class ModelDeploymentSpec(ApiModel):
                 "!has(self.replicas) || !has(self.autoscaling)",
                 "set replicas or autoscaling, not both",
                 field_path=".replicas",
-            )
+            ),
+            cel(
+                ONNX_ON_CPU_RULE,
+                ONNX_ON_CPU_MESSAGE,
+                field_path=".resources.gpus",
+            ),
         )
     }
 
@@ -170,6 +192,13 @@ class ModelDeploymentSpec(ApiModel):
     def _replicas_or_autoscaling(self) -> ModelDeploymentSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set replicas or autoscaling, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _onnx_on_cpu(self) -> ModelDeploymentSpec:
+        formats = {self.model.format, self.canary.model.format if self.canary else "safetensors"}
+        if "onnx" in formats and self.resources.gpus:
+            raise ValueError(ONNX_ON_CPU_MESSAGE)
         return self
 
     @property

@@ -79,12 +79,20 @@ def url(md: dict[str, Any], settings: Settings) -> str:
     return f"http://{service_name(md)}.{m['namespace']}.svc.{settings.cluster_domain}"
 
 
-def serve_config(md: dict[str, Any], model: ResolvedModel) -> str:
+def model_format(md: dict[str, Any], canary: bool = False) -> str:
+    """The file the track serves: safetensors (PyTorch) or onnx (onnxruntime, no torch)."""
+    spec = ModelDeployment.parse_spec(md)
+    source = spec.canary.model if canary and spec.canary else spec.model
+    return source.format
+
+
+def serve_config(md: dict[str, Any], model: ResolvedModel, canary: bool = False) -> str:
     spec = ModelDeployment.parse_spec(md)
     cfg = ServeConfig(
         model_name=md["metadata"]["name"],
         model_dir=f"{MODEL_MOUNT}/{model.subpath}".rstrip("/"),
         expected_sha256=model.sha256,
+        model_format=model_format(md, canary),
         batching=spec.batching,
         feedback=spec.feedback,
         feedback_path=f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled else None,
@@ -100,7 +108,7 @@ def _deployment(
     name = deployment_name(md, canary)
     component = "server-canary" if canary else "server"
     cm_meta = object_meta(md, config_map_name(md, canary), component)
-    config = pod.config_map(cm_meta, serve_config(md, model))
+    config = pod.config_map(cm_meta, serve_config(md, model, canary))
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
@@ -109,10 +117,12 @@ def _deployment(
         "periodSeconds": period,
         "failureThreshold": 3,
     }
+    # The ONNX export needs no torch: the edge image (200 MiB of packages, not 5 GiB) serves it.
+    edge = settings.runtime_edge_image if model_format(md, canary) == "onnx" else None
     container = pod.runtime_container(
         settings,
         "server",
-        spec.image,
+        spec.image or edge,
         ["serve", "--config", pod.CONFIG_FILE, "--host", "$(POD_IP)", "--port", str(port)],
         env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         resources=pod.compute_resources(

@@ -3,10 +3,16 @@ serve` reads."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import ContractModel, Sha256
 from .train import Device
+
+# Which of an exported model's files is served, by which backend: model.safetensors in PyTorch,
+# or model.onnx (the edge export) in onnxruntime, with no torch (the runtime-edge image).
+ModelFormat = Literal["safetensors", "onnx"]
 
 
 class Batching(ContractModel):
@@ -32,6 +38,11 @@ class ServeConfig(ContractModel):
     model_dir: str = Field(description="Directory with model.safetensors and model.json.")
     expected_sha256: Sha256 | None = Field(
         None, description="Refuse to load weights with another sha256 (exit code 3)."
+    )
+    model_format: ModelFormat = Field(
+        "safetensors",
+        description="safetensors: PyTorch serves model.safetensors; onnx: onnxruntime serves "
+        "model.onnx, without importing torch.",
     )
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
     host: str = Field("0.0.0.0", description="Address to listen on.")

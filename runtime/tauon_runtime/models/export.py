@@ -3,11 +3,11 @@
 <outputDir>/model/
   model.safetensors   the state_dict (no pickle: weights only)
   model.json          the model card; its `sha256` is the digest of model.safetensors
+  model.onnx          the edge export, when the architecture allows it (models.onnx)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,20 +15,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from tauon_runtime.modelfiles import CARD, ONNX, WEIGHTS, ModelIntegrityError, sha256_hex
+from tauon_runtime.modelfiles import read_verified as _read_verified
 from tauon_runtime.models.zoo import build_model
 
-WEIGHTS = "model.safetensors"
-CARD = "model.json"
+__all__ = [
+    "CARD",
+    "ONNX",
+    "WEIGHTS",
+    "ModelIntegrityError",
+    "clean_state_dict",
+    "export_model",
+    "load_exported",
+    "normalize_input",
+    "sha256_hex",
+    "unwrap",
+]
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-class ModelIntegrityError(RuntimeError):
-    """The weights on disk are not the ones the model card (or the caller) vouches for."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -52,14 +61,19 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def export_model(model: nn.Module, model_dir: str | Path, card: dict[str, Any]) -> dict[str, Any]:
-    """Write weights and card into `model_dir`, replacing it atomically; return the full card."""
+def export_model(
+    model: nn.Module,
+    model_dir: str | Path,
+    card: dict[str, Any],
+    check_inputs: np.ndarray | torch.Tensor | None = None,
+    check_split: str = "test",
+    onnx: bool = True,
+) -> dict[str, Any]:
+    """Write weights, card (and the ONNX export) into `model_dir`, replacing it atomically;
+    return the full card. `check_inputs` (0..255 scale) are what the ONNX export is checked on."""
     model_dir = Path(model_dir)
-    payload = save_safetensors(clean_state_dict(unwrap(model).state_dict()))
+    state = clean_state_dict(unwrap(model).state_dict())
+    payload = save_safetensors(state)
     card = {
         **card,
         "sha256": sha256_hex(payload),
@@ -70,6 +84,8 @@ def export_model(model: nn.Module, model_dir: str | Path, card: dict[str, Any]) 
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     (stage / WEIGHTS).write_bytes(payload)
+    if onnx:
+        card["onnx"] = _edge_export(state, card, stage / ONNX, check_inputs, check_split)
     (stage / CARD).write_text(json.dumps(card, indent=2) + "\n")
     # A directory cannot be os.replace'd over a non-empty one: move the old one aside first.
     old = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
@@ -78,6 +94,31 @@ def export_model(model: nn.Module, model_dir: str | Path, card: dict[str, Any]) 
     os.replace(stage, model_dir)
     shutil.rmtree(old, ignore_errors=True)
     return card
+
+
+def _edge_export(
+    state: dict[str, torch.Tensor],
+    card: dict[str, Any],
+    path: Path,
+    check_inputs: np.ndarray | torch.Tensor | None,
+    check_split: str,
+) -> dict[str, Any]:
+    """The card's `onnx` entry: exported from a fresh CPU copy of the model (what a server
+    loads, not the training module with its device, memory format or compile wrapper)."""
+    try:
+        from tauon_runtime.models.onnx import export_onnx
+
+        c, h, _ = card["inputShape"]
+        fresh = build_model(
+            card["architecture"], card["numClasses"], c, h, card.get("modelOptions") or {}
+        )
+        fresh.load_state_dict(state)
+        if isinstance(check_inputs, torch.Tensor):
+            check_inputs = check_inputs.cpu().numpy()
+        return export_onnx(fresh.eval(), card, path, check_inputs, check_split)
+    except Exception as e:  # the edge export must never fail training
+        path.unlink(missing_ok=True)
+        return {"file": None, "reason": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def load_exported(
@@ -90,20 +131,7 @@ def load_exported(
     The weights are read once, hashed, compared with the card's `sha256` and with
     `expected_sha256` (when given), and only then deserialized from the same bytes.
     """
-    model_dir = Path(model_dir)
-    try:
-        card = json.loads((model_dir / CARD).read_text())
-        payload = (model_dir / WEIGHTS).read_bytes()
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelIntegrityError(f"cannot read the exported model in {model_dir}: {e}") from None
-    got = sha256_hex(payload)
-    for who, want in (("the model card", card.get("sha256")), ("the caller", expected_sha256)):
-        if who == "the caller" and want is None:
-            continue
-        if want != got:
-            raise ModelIntegrityError(
-                f"{model_dir / WEIGHTS}: sha256 {got} does not match {want} expected by {who}; refusing to load"
-            )
+    card, payload = _read_verified(model_dir, expected_sha256)
     c, h, _ = card["inputShape"]
     model = build_model(
         card["architecture"], card["numClasses"], c, h, card.get("modelOptions") or {}

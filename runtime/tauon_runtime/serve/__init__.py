@@ -5,6 +5,9 @@ Listens at once (liveness answers while the model loads), loads and verifies the
 ready. SIGTERM turns readiness off, keeps answering for drainSeconds, then stops accepting
 connections, answers what is queued, exits 0.
 
+With ``modelFormat: onnx`` the model runs in onnxruntime and nothing imports torch (the
+runtime-edge image has none); with ``safetensors`` (the default) it runs in PyTorch.
+
 Exit codes (those of `tauon-runtime`): 0 clean shutdown, 1 the model could not be loaded,
 2 invalid config, 3 the model was refused (its sha256 does not match).
 """
@@ -28,7 +31,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
     from aiohttp import web
 
-    from tauon_runtime.models import ModelIntegrityError
+    from tauon_runtime.modelfiles import ModelIntegrityError
     from tauon_runtime.report import Reporter, write_termination_log
 
     from .app import STATE, activate, create_app, make_runner
@@ -79,6 +82,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
             config.model_name,
             config.expected_sha256,
             config.device,
+            config.model_format,
         )
         await activate(app, model)
     except Exception as e:
@@ -101,6 +105,7 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
         model=config.model_name,
         sha256=served.digest,
         architecture=served.architecture,
+        format=served.format,
         device=str(served.device),
         port=config.port,
     )

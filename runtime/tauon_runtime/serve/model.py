@@ -1,30 +1,27 @@
-"""The served model: exported weights and card loaded, inputs normalised, one forward pass.
+"""The served model: an exported model's card and one forward pass, behind a backend.
 
 Inputs reach :meth:`ServedModel.forward` on the 0..255 pixel scale every Tauon data set uses
-(image pixels as they are, arrays as the client sends them) and are normalised on the device,
-batched, the way the model card's ``preprocessing`` says: ``(x / scale - mean) / std``.
+(image pixels as they are, arrays as the client sends them) and are normalised the way the model
+card's ``preprocessing`` says: ``(x / scale - mean) / std``. Two backends implement it: PyTorch
+on the safetensors (``serve.torch_backend``) and onnxruntime on the ONNX export
+(``serve.onnx_backend``). This module imports neither: with the onnx backend nothing imports
+torch, so the server runs in the runtime-edge image, which has none.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServedModel", "pick_device"]
+__all__ = ["FORMATS", "ServedModel", "softmax"]
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but CUDA is not available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+Format = Literal["safetensors", "onnx"]
+FORMATS: tuple[Format, ...] = ("safetensors", "onnx")
 
 
 def _check_preprocessing(card: dict[str, Any], channels: int) -> None:
@@ -41,12 +38,22 @@ def _check_preprocessing(card: dict[str, Any], channels: int) -> None:
         raise ValueError("model card preprocessing.std and .scale must be positive")
 
 
-class ServedModel:
-    """A loaded, warmed-up model; :meth:`forward` is called from one thread at a time."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    z = logits.astype(np.float32, copy=False)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
-    def __init__(
-        self, module: torch.nn.Module, card: dict[str, Any], device: torch.device, name: str
-    ) -> None:
+
+class ServedModel:
+    """A loaded, warmed-up model; :meth:`forward` is called from one thread at a time.
+
+    Subclasses (the backends) set what runs the model and implement :meth:`forward`.
+    """
+
+    format: Format = "safetensors"
+
+    def __init__(self, card: dict[str, Any], device: Any, name: str) -> None:
         shape = card.get("inputShape")
         if not (
             isinstance(shape, list | tuple) and len(shape) == 3 and all(int(d) > 0 for d in shape)
@@ -65,44 +72,50 @@ class ServedModel:
         self.digest = str(card.get("sha256", ""))
         _check_preprocessing(card, self.chw[0])
         self.input_name = "input"
-        self.module = module.to(device).eval()
-        self._autocast = device.type == "cuda"
 
     @classmethod
     def load(
-        cls, model_dir: str, name: str, expected_sha256: str | None = None, device: str = "auto"
+        cls,
+        model_dir: str,
+        name: str,
+        expected_sha256: str | None = None,
+        device: str = "auto",
+        format: Format = "safetensors",
     ) -> ServedModel:
-        """Verify and load an exported model (weights only). Raises ModelIntegrityError on a
-        sha256 mismatch."""
-        from tauon_runtime.models import load_exported
-
-        dev = pick_device(device)
+        """Verify and load an exported model with the backend for ``format`` (weights only;
+        an ONNX file is a graph and weights, run by onnxruntime). Raises ModelIntegrityError
+        on a sha256 mismatch."""
+        backend: type[ServedModel]
+        if format == "onnx":
+            from .onnx_backend import OnnxModel as backend
+        elif format == "safetensors":
+            from .torch_backend import TorchModel as backend
+        else:
+            raise ValueError(f"unknown model format {format!r}; choose one of {', '.join(FORMATS)}")
         started = time.perf_counter()
-        module, card = load_exported(model_dir, expected_sha256=expected_sha256, map_location="cpu")
-        served = cls(module, card, dev, name)
+        served = backend.open(model_dir, name, expected_sha256, device)
         log.info(
-            "model %s loaded: %s, %d classes, input %s, sha256 %s, device %s, %.2fs",
+            "model %s loaded (%s): %s, %d classes, input %s, sha256 %s, device %s, %.2fs",
             name,
+            served.format,
             served.architecture,
             len(served.classes),
             list(served.chw),
             served.digest,
-            dev,
+            served.device,
             time.perf_counter() - started,
         )
         return served
 
+    @classmethod
+    def open(
+        cls, model_dir: str, name: str, expected_sha256: str | None, device: str
+    ) -> ServedModel:
+        raise NotImplementedError
+
     def forward(self, inputs: np.ndarray) -> np.ndarray:
         """float32 [N, C, H, W] on the 0..255 scale -> float32 probabilities [N, K]."""
-        from tauon_runtime.models import normalize_input
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
-            x = normalize_input(x, self.card)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-                logits = self.module(x)
-            probs = torch.softmax(logits.float(), dim=1)
-            return probs.cpu().numpy()
+        raise NotImplementedError
 
     def warm_up(self, batch_size: int) -> None:
         """One forward pass at the largest batch, so the first request pays no set-up cost."""

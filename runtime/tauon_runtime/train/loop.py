@@ -394,6 +394,7 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
     """Write the model and its card (rank 0); record it in `result`."""
     cfg, data, state, out = run.cfg, run.data, run.state, Path(run.cfg.output_dir)
     test = result["metrics"]
+    has_test = len(run.test_split) > 0  # the ONNX export is checked on what accuracy was
     card = export_model(
         run.model,
         out / "model",
@@ -418,9 +419,11 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
                 "hyperparameters": run.hp.model_dump(by_alias=True),
             },
         },
+        check_inputs=(run.test_split if has_test else run.val_split).x,
+        check_split="test" if has_test else "validation",
     )
     result["model"] = {"location": str(out / "model"), "sha256": card["sha256"], "metrics": test}
-    reporter.event("exported", **result["model"])
+    reporter.event("exported", **result["model"], onnx=card.get("onnx"))
 
 
 def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:

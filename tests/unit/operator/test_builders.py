@@ -159,6 +159,38 @@ def test_model_uris(uri, claim, subpath):
     assert (m.claim, m.subpath) == (claim, subpath)
 
 
+@pytest.mark.parametrize("stable_format, canary_format", [
+    (None, None), ("onnx", None), (None, "onnx"), ("onnx", "onnx"), ("safetensors", "onnx"),
+])
+def test_model_format_picks_the_backend_and_the_image_per_track(stable_format, canary_format):
+    def source(job, fmt):
+        return {"trainingJobRef": {"name": job}, **({"format": fmt} if fmt else {})}
+
+    md = cr("ModelDeployment", "web", {"model": source("mnist", stable_format), "replicas": 2,
+                                       "canary": {"model": source("v2", canary_format), "trafficPercent": 50}})
+    kids = by_kind(modeldeployment.build(md, S, ResolvedModel("mnist-output", "model", "a" * 64),
+                                         ResolvedModel("v2-output", "model", "b" * 64)))
+    for deployment, config, fmt in zip(kids["Deployment"], kids["ConfigMap"], (stable_format, canary_format),
+                                       strict=True):
+        serve = json.loads(config["data"]["run.json"])
+        assert serve["modelFormat"] == (fmt or "safetensors")
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == (S.runtime_edge_image if fmt == "onnx" else S.runtime_image)
+    assert S.runtime_edge_image != S.runtime_image
+
+
+def test_an_image_override_wins_over_the_edge_image():
+    md = cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "mnist"}, "format": "onnx"},
+                                       "image": "registry.example/runtime:dev"})
+    [deployment] = by_kind(modeldeployment.build(md, S, ResolvedModel("c", "m", "a" * 64)))["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/runtime:dev"
+
+
+def test_the_edge_image_comes_from_the_environment():
+    assert Settings.from_env({"TAUON_RUNTIME_EDGE_IMAGE": "r.example/edge:1"}).runtime_edge_image == "r.example/edge:1"
+    assert Settings.from_env({}).runtime_edge_image == "ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0"
+
+
 def test_https_model_uris_are_refused_clearly():
     with pytest.raises(ValueError, match="pvc://"):
         ResolvedModel.from_uri("https://example.com/m.safetensors", "a" * 64)

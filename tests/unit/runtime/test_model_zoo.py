@@ -62,11 +62,11 @@ def _export(tmp_path: Path, model: nn.Module | None = None) -> tuple[nn.Module, 
 
 def test_export_round_trip(tmp_path: Path) -> None:
     model, card, model_dir = _export(tmp_path)
-    assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.onnx", "model.safetensors"]
     on_disk = json.loads((model_dir / "model.json").read_text())
     assert on_disk == card
     expected_keys = {"name", "architecture", "modelOptions", "numClasses", "classes", "inputShape",
-                     "preprocessing", "metrics", "datasetDigest", "sha256", "createdAt", "framework"}
+                     "preprocessing", "metrics", "datasetDigest", "sha256", "createdAt", "framework", "onnx"}
     assert expected_keys <= card.keys() and card["framework"]["torch"] == torch.__version__
 
     loaded, loaded_card = load_exported(model_dir, expected_sha256=card["sha256"])

@@ -393,7 +393,7 @@ def test_body_over_the_limit_is_413(model_dir, served):
 
 
 def test_slow_inference_times_out_with_504(model_dir, served):
-    class Slow(ServedModel):
+    class Slow(type(served)):
         def forward(self, inputs):
             time.sleep(0.3)
             return super().forward(inputs)

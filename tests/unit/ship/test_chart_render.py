@@ -181,6 +181,7 @@ def test_operator_deployment_shape():
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8081, "metrics": 8000}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["TAUON_RUNTIME_IMAGE"] == "ghcr.io/tauon-dev/tauon-runtime:0.1.0"
+    assert env["TAUON_RUNTIME_EDGE_IMAGE"] == "ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0"
     assert env["TAUON_NAMESPACES"] == "" and env["TAUON_METRICS_PORT"] == "8000"
     assert env["TAUON_HEALTH_PORT"] == "8081" and env["TAUON_RUN_AS_USER"] == "65532"
     assert c["image"] == "ghcr.io/tauon-dev/tauon-operator:0.1.0"

@@ -1,5 +1,5 @@
-"""The Dockerfile's rules, checked without an engine: both targets, a numeric non-root USER in
-each final stage, pinned base images, one source of pins, nothing of the build left behind."""
+"""The Dockerfile's rules, checked without an engine: the three targets, a numeric non-root USER
+in each final stage, pinned base images, one source of pins, nothing of the build left behind."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "docker" / "requirements-operator.txt"
-TARGETS = ("operator", "runtime")
+EDGE_LOCK = ROOT / "docker" / "requirements-edge.txt"
+ENTRYPOINTS = {"operator": "tauon-operator", "runtime": "tauon-runtime", "runtime-edge": "tauon-runtime"}
+TARGETS = tuple(ENTRYPOINTS)
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|make|build-essential|clang|cargo|rustc|git)\b")
 NOT_IN_OPERATOR = {"torch", "torchvision", "numpy", "scikit-learn", "safetensors", "pillow"}
+NOT_IN_EDGE = {"torch", "torchvision", "scikit-learn", "safetensors", "onnx", "onnxscript", "kopf",
+               "kubernetes", "sympy", "triton"}
 
 
 @dataclass
@@ -64,9 +68,9 @@ def pyproject_pins() -> dict[str, str]:
     return {canonicalize_name(Requirement(d).name): str(Requirement(d).specifier) for d in deps}
 
 
-def lock_pins() -> dict[str, str]:
+def lock_pins(lock: Path = LOCK) -> dict[str, str]:
     pins = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             req = Requirement(line)
             pins[canonicalize_name(req.name)] = str(req.specifier)
@@ -78,7 +82,7 @@ def resolve_base(stage: Stage, args: dict[str, str], stages: dict[str, Stage]) -
     return resolve_base(stages[base], args, stages) if base in stages else base
 
 
-def test_both_targets_exist(dockerfile):
+def test_all_targets_exist(dockerfile):
     _, stages = dockerfile
     assert set(TARGETS) <= set(stages)
 
@@ -98,7 +102,7 @@ def test_final_stage_runs_as_numeric_non_root_user(dockerfile, target):
 def test_final_stage_has_an_entrypoint_and_no_build_tools(dockerfile, target):
     args, stages = dockerfile
     stage = stages[target]
-    assert stage.all("ENTRYPOINT") == [f'["tauon-{target}"]']
+    assert stage.all("ENTRYPOINT") == [f'["{ENTRYPOINTS[target]}"]']
     # Everything a final image holds comes from its ancestry: none of it installs compilers.
     chain, s = [], stage
     while s is not None:
@@ -134,6 +138,19 @@ def test_operator_stage_installs_the_lock_without_torch(dockerfile):
     assert not NOT_IN_OPERATOR & set(lock_pins())
 
 
+def test_edge_stage_installs_its_lock_without_torch(dockerfile):
+    _, stages = dockerfile
+    [run] = stages["runtime-edge-env"].all("RUN")
+    assert shlex.split(run)[:2] == ["/docker/install.sh", "edge"]
+    install = (ROOT / "docker" / "install.sh").read_text()
+    assert '--no-deps -r "$here/requirements-edge.txt"' in install
+    assert stages["runtime-edge"].all("COPY") == ["--from=runtime-edge-env /opt/tauon /opt/tauon"]
+    assert stages["runtime-edge"].all("CMD") == ['["serve"]']
+    edge = lock_pins(EDGE_LOCK)
+    assert not NOT_IN_EDGE & set(edge) and not any(n.startswith("nvidia") for n in edge)
+    assert {"onnxruntime", "numpy", "aiohttp", "pillow", "pydantic", "prometheus-client"} <= set(edge)
+
+
 def test_runtime_stage_installs_pyprojects_pins(dockerfile):
     _, stages = dockerfile
     [run] = stages["runtime-env"].all("RUN")
@@ -141,10 +158,11 @@ def test_runtime_stage_installs_pyprojects_pins(dockerfile):
     assert pyproject_pins()["torch"] == "==2.14.1"
 
 
-def test_lock_pins_equal_pyprojects():
-    pins, lock = pyproject_pins(), lock_pins()
+@pytest.mark.parametrize("path", [LOCK, EDGE_LOCK], ids=lambda p: p.name)
+def test_lock_pins_equal_pyprojects(path):
+    pins, lock = pyproject_pins(), lock_pins(path)
     assert all(spec.startswith("==") for spec in lock.values())
-    assert {"kopf", "kubernetes", "pydantic", "pyyaml", "prometheus-client", "aiohttp"} <= set(lock)
+    assert {"pydantic", "pyyaml", "prometheus-client", "aiohttp"} <= set(lock)
     for name, spec in lock.items():
         if name in pins:
             assert spec == pins[name], f"{name}: lock {spec}, pyproject {pins[name]}"

@@ -35,3 +35,11 @@ def test_install_doc_says_how_to_remove_the_crds():
     assert all(name in line for name in CRDS)
     for command in ("helm install", "helm upgrade", "helm uninstall"):
         assert command in text
+
+
+def test_edge_doc_manifest_is_a_valid_onnx_deployment():
+    from tauon_operator.api import ModelDeployment
+
+    [md] = yaml_blocks(ROOT / "docs" / "edge.md")
+    spec = ModelDeployment.parse_spec(md)
+    assert spec.model.format == "onnx" and spec.resources.gpus == 0
