@@ -32,7 +32,9 @@ demo: setup ## the main job: start the platform locally and show it working
 	@$(PY) hack/demo.py
 
 test: setup prometheus lint ## every test: lint, unit, integration (real API server) and end-to-end
-	$(PY) -m pytest tests
+	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min
+	@# of mostly waiting) overlap the rest instead of adding to it. Each worker has its own cluster.
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
 	$(VENV)/bin/ruff check operator runtime
