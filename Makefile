@@ -57,8 +57,10 @@ cluster-down: ## stop the control plane started by cluster-up
 crds: venv ## regenerate crds/ and charts/tauon/crds/ from the pydantic models
 	$(VENV)/bin/tauon-operator crds
 
-bench: setup ## benchmarks: they print figures, they do not pass or fail
+bench: setup ## benchmarks: they print figures, they do not pass or fail (quick sizes)
 	$(PY) bench/cluster_start.py
+	$(PY) bench/operator_scale.py --jobs 100 --nodes 13 --baseline bare --peer training-operator
+	$(PY) bench/serve_throughput.py --peers kserve,litserve --requests 200
 
 clean: cluster-down ## remove local state (not the caches in ~/.cache/tauon)
 	rm -rf .tauon .pytest_cache

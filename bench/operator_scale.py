@@ -1,7 +1,8 @@
 """How the operator scales: N TrainingJobs (1 worker x 1 GPU each) on simulated GPU nodes.
 
     python bench/operator_scale.py [--jobs 1000] [--nodes 125] [--gpus 8]
-                                   [--baseline bare,children|bare|none] [--keep] [--state-dir DIR]
+                                   [--baseline bare,children|bare|none] [--peer training-operator]
+                                   [--keep] [--state-dir DIR]
 
 Prints figures; it asserts nothing (exit 0 unless the cluster itself fails). One run, one
 control plane (hack/localkube: etcd, kube-apiserver, controller-manager, scheduler, kwok, the
@@ -13,8 +14,15 @@ volume provisioner), one node pool of `--nodes` x `--gpus` GPUs per phase, phase
             Role, RoleBinding, ConfigMap, headless Service, output PVC, Indexed Job), created
             directly by this script: the cost of the object graph itself (the PVC must be
             provisioned and bound before its pod can be scheduled), without the operator.
+  peer      (--peer training-operator) N PyTorchJobs (1 master, the trainer's requests) and
+            Kubeflow's training-operator v1.8.1 (Go, controller-runtime; bench/peer_training_operator.py)
+            building their pods and Services: what a user would run instead. Stopped after its phase.
   operator  N TrainingJobs, created as fast as the API server takes them; the operator (its own
             process, `python -m tauon_operator run`) builds the children.
+
+The last line is one JSON object: per side, all-scheduled time, create -> pod p50/p99, API
+requests per job, the controller's peak RSS and CPU seconds; `ratioVsPeer` is the operator's
+all-scheduled time over the peer's (and `ratioVsBare`, `ratioVsChildren` over the baselines').
 
 Each phase has its own namespace and its own nodes (baseline pools are tainted, their pods
 tolerate it and select their pool), so every GPU of a pool is used exactly once. The baselines
@@ -65,11 +73,16 @@ from localkube.cluster import ClusterError, build_binaries  # noqa: E402
 from localkube.kubeapi import ApiError, KubeApi  # noqa: E402
 from localkube.procutil import free_port, wait_for_url  # noqa: E402
 
+import peer_training_operator as peer_to  # noqa: E402 - bench/, beside this script
+
 GROUP_VERSION = "tauon.dev/v1alpha1"
 NS_PREFIX = "bench"
 POOL_LABEL = "tauon.dev/bench-pool"
 UNIT_LABEL = "tauon.dev/trainingjob"  # the operator's parent label; baselines carry it too
 OPERATOR_SA = ("default", "tauon-bench-operator")
+PEER_SA = ("default", "tauon-bench-peer")
+PEER_VERSION = peer_to.VERSION
+OPERATOR_FLOWS, PEER_FLOWS = "tauon-bench-op-", "tauon-bench-peer-"  # FlowSchema name prefixes
 VERBS = ("create", "patch", "update", "delete", "get", "list", "watch")
 MIB = 1024 * 1024
 CLK = os.sysconf("SC_CLK_TCK")
@@ -100,7 +113,8 @@ def collection(api_version: str, plural: str, namespace: str | None = None) -> s
 
 PLURAL = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings",
           "ConfigMap": "configmaps", "Service": "services", "PersistentVolumeClaim":
-          "persistentvolumeclaims", "Job": "jobs", "TrainingJob": "trainingjobs"}
+          "persistentvolumeclaims", "Job": "jobs", "TrainingJob": "trainingjobs",
+          "PyTorchJob": "pytorchjobs"}
 
 
 def path_for(obj: dict, namespace: str) -> str:
@@ -269,8 +283,9 @@ def metric_sum(samples, name: str, **labels) -> float:
                if n == name and all(lab.get(k) == w for k, w in labels.items()))
 
 
-def operator_flows(api: KubeApi) -> dict[str, float]:
-    """The operator's dispatched requests per FlowSchema (one per verb), from the API server."""
+def operator_flows(api: KubeApi, prefix: str = OPERATOR_FLOWS) -> dict[str, float]:
+    """A controller's dispatched requests per FlowSchema (one per verb, named `prefix` + verb),
+    from the API server."""
     try:
         text = api.get_text("/metrics")
     except ApiError:
@@ -281,8 +296,8 @@ def operator_flows(api: KubeApi) -> dict[str, float]:
         if n == "apiserver_flowcontrol_dispatched_requests_total":
             total_all += v
             fs = lab.get("flow_schema", "")
-            if fs.startswith("tauon-bench-op-"):
-                out[fs.removeprefix("tauon-bench-op-")] = out.get(fs.removeprefix("tauon-bench-op-"), 0) + v
+            if fs.startswith(prefix):
+                out[fs.removeprefix(prefix)] = out.get(fs.removeprefix(prefix), 0) + v
     out["__all_clients__"] = total_all
     return out
 
@@ -353,10 +368,11 @@ def install_crds(cluster: Cluster) -> None:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=120s")
 
 
-def operator_identity(cluster: Cluster) -> Path:
+def operator_identity(cluster: Cluster, identity: tuple[str, str] = OPERATOR_SA,
+                      prefix: str = OPERATOR_FLOWS, precedence: int = 100) -> Path:
     """A ServiceAccount of its own (cluster-admin: this measures speed, not RBAC) and one
     FlowSchema per verb matching only it, so the API server counts its requests by verb."""
-    ns, sa = OPERATOR_SA
+    ns, sa = identity
     cluster.kubectl("create", "serviceaccount", sa, "-n", ns)
     cluster.kubectl("create", "clusterrolebinding", sa, "--clusterrole=cluster-admin",
                     f"--serviceaccount={ns}:{sa}")
@@ -370,14 +386,14 @@ def operator_identity(cluster: Cluster) -> Path:
         if non_resource:
             rule["nonResourceRules"] = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
         return {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
-                "metadata": {"name": f"tauon-bench-op-{name}"},
+                "metadata": {"name": f"{prefix}{name}"},
                 "spec": {"matchingPrecedence": precedence,
                          "priorityLevelConfiguration": {"name": "exempt"}, "rules": [rule]}}
 
-    schemas = [schema(v, 100 + i, [v], False) for i, v in enumerate(VERBS)]
-    schemas.append(schema("other", 190, ["*"], True))
+    schemas = [schema(v, precedence + i, [v], False) for i, v in enumerate(VERBS)]
+    schemas.append(schema("other", precedence + 90, ["*"], True))
     cluster.apply(*schemas)
-    kubeconfig = cluster.state_dir / "bench-operator.kubeconfig"
+    kubeconfig = cluster.state_dir / f"{sa}.kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "local", "cluster": {
@@ -491,11 +507,12 @@ def run_phase(phase: Phase, cluster: Cluster, api: KubeApi, args, op: dict | Non
         w.start()
     time.sleep(1.0)  # the watches are open before the first create
 
-    flows0 = operator_flows(api)
+    prefix = op["flows"] if op else OPERATOR_FLOWS
+    flows0 = operator_flows(api, prefix)
     cpu0 = cpu_by_component(cluster)
     om0 = scrape(op["url"]) if op else []
     if op:
-        with open(cluster.logs / "tauon-operator.log", "rb") as f:
+        with open(cluster.logs / f"{op['name']}.log", "rb") as f:
             op["log_lines0"] = sum(1 for _ in f)
     rss_max = [0]
 
@@ -542,14 +559,14 @@ def run_phase(phase: Phase, cluster: Cluster, api: KubeApi, args, op: dict | Non
         quiet_since, last = time.monotonic(), None
         end = time.monotonic() + 60
         while time.monotonic() < end and time.monotonic() - quiet_since < 5:
-            now = (metric_sum(scrape(op["url"]), "tauon_reconcile_total"),
-                   sum(v for k, v in operator_flows(api).items() if k != "__all_clients__"))
+            now = (metric_sum(scrape(op["url"]), op["reconciles"]),
+                   sum(v for k, v in operator_flows(api, prefix).items() if k != "__all_clients__"))
             if now != last:
                 last, quiet_since = now, time.monotonic()
             time.sleep(1)
     t_end = time.time()
     cpu1 = cpu_by_component(cluster)
-    flows1 = operator_flows(api)
+    flows1 = operator_flows(api, prefix)
     om1 = scrape(op["url"]) if op else []
     for w in watches:
         w.stop()
@@ -606,16 +623,27 @@ def run_phase(phase: Phase, cluster: Cluster, api: KubeApi, args, op: dict | Non
             "tj_modified": tr.tj_modified, "events": op_events,
         }
     if op:
+        res["controller"] = op["name"]
         st = proc_status(op["pid"])
         res["rss"] = {"hwm": st.get("VmHWM", 0), "now": st.get("VmRSS", 0), "max_seen": rss_max[0]}
         try:
-            with open(cluster.logs / "tauon-operator.log", "rb") as f:
+            with open(cluster.logs / f"{op['name']}.log", "rb") as f:
                 res["log_lines"] = sum(1 for _ in f) - op.get("log_lines0", 0)
         except OSError:
             res["log_lines"] = None
 
         def delta(name, **lab):
             return metric_sum(om1, name, **lab) - metric_sum(om0, name, **lab)
+        if op["name"] == "training-operator":  # controller-runtime's own metrics
+            ctl = {"controller": "pytorchjob-controller"}
+            total = delta("controller_runtime_reconcile_total", **ctl)
+            errors_ = delta("controller_runtime_reconcile_total", result="error", **ctl)
+            res["reconciles"] = {"success": total - errors_, "error": errors_}
+            res["reconcile_seconds"] = (delta("controller_runtime_reconcile_time_seconds_sum", **ctl),
+                                        delta("controller_runtime_reconcile_time_seconds_count", **ctl))
+            res["writes"] = {}
+            phase.result = res
+            return res
         res["reconciles"] = {r_: delta("tauon_reconcile_total", kind="TrainingJob", result=r_)
                              for r_ in ("success", "error")}
         res["reconcile_seconds"] = (delta("tauon_reconcile_duration_seconds_sum", kind="TrainingJob"),
@@ -654,7 +682,18 @@ def report(phase: Phase, args) -> None:
     flows = r["flows"]
     all_clients = flows.pop("__all_clients__", 0)
     op_total = sum(flows.values())
-    if "rss" in r:
+    if "rss" in r and phase.key == "peer":
+        by_verb = ", ".join(f"{v} {flows.get(v, 0):.0f}" for v in (*VERBS, "other") if flows.get(v))
+        print(f"API requests, peer    : {op_total:.0f} = {op_total / n:.2f} per PyTorchJob "
+              f"(server-side, per-verb FlowSchemas: {by_verb})")
+        rec = r["reconciles"]
+        secs, count = r["reconcile_seconds"]
+        print(f"reconciles            : {rec['success'] + rec['error']:.0f} PyTorchJob reconciles = "
+              f"{(rec['success'] + rec['error']) / n:.2f} per resource ({rec['error']:.0f} errors), "
+              f"mean {1000 * secs / count if count else 0:.1f} ms each")
+        rss = r["rss"]
+        print(f"peer RSS              : peak (VmHWM) {rss['hwm'] / MIB:.0f} MiB, now {rss['now'] / MIB:.0f} MiB")
+    elif "rss" in r:
         by_verb = ", ".join(f"{v} {flows.get(v, 0):.0f}" for v in (*VERBS, "other") if flows.get(v))
         print(f"API requests, operator: {op_total:.0f} = {op_total / n:.2f} per TrainingJob "
               f"(server-side, per-verb FlowSchemas: {by_verb})")
@@ -692,7 +731,7 @@ def report(phase: Phase, args) -> None:
           + ", ".join(f"{k} {v:.0f}" for k, v in cpu if v >= 0.5))
 
 
-def summary(phases: dict[str, Phase], setup: dict) -> None:
+def summary(phases: dict[str, Phase], setup: dict, args) -> None:
     print("\n== summary ==")
     print(f"cluster start         : {setup['start']:.0f} s ({setup['nodes']} kwok nodes), "
           f"operator up + Dataset Ready {setup['dataset']:.0f} s")
@@ -711,6 +750,75 @@ def summary(phases: dict[str, Phase], setup: dict) -> None:
                 print(f"ratio p50 to scheduled: operator {pct(r['to_scheduled'], 50):.2f} s / {key} "
                       f"{pct(b.result['to_scheduled'], 50):.2f} s = "
                       f"{pct(r['to_scheduled'], 50) / max(pct(b.result['to_scheduled'], 50), 1e-3):.2f}x")
+    figures = {key: side_figures(ph.result) for key, ph in phases.items() if ph.result}
+    peer = figures.get("peer")
+    if peer and peer.get("rssPeakMiB"):
+        print("\n== side by side: the operator and training-operator " + PEER_VERSION + " ==")
+        ours = figures.get("operator", {})
+        rows = (("all pods scheduled (s)", "allScheduledSeconds", "{:.1f}"),
+                ("create -> pod p50 (s)", "toPodP50", "{:.2f}"),
+                ("create -> pod p99 (s)", "toPodP99", "{:.2f}"),
+                ("create -> scheduled p50 (s)", "toScheduledP50", "{:.2f}"),
+                ("API requests per job", "apiRequestsPerJob", "{:.2f}"),
+                ("controller peak RSS (MiB)", "rssPeakMiB", "{:.0f}"),
+                ("controller CPU-s", "cpuSeconds", "{:.1f}"))
+        print(f"{'':28}{'operator':>12}{'peer':>12}{'ratio':>9}")
+        for label, key, f in rows:
+            a, b = ours.get(key), peer.get(key)
+            cell = lambda v, f=f: f.format(v) if v is not None else "n/a"  # noqa: E731
+            ratio = f"{a / b:.2f}x" if a is not None and b else "n/a"
+            print(f"{label:28}{cell(a):>12}{cell(b):>12}{ratio:>9}")
+    ours_t = figures.get("operator", {}).get("allScheduledSeconds")
+
+    def ratio(other: str) -> float | None:
+        theirs = figures.get(other, {}).get("allScheduledSeconds")
+        return round(ours_t / theirs, 3) if ours_t and theirs else None
+    line = {"bench": "operator_scale", "jobs": args.jobs, "nodes": args.nodes, "gpus": args.gpus,
+            "peer": args.peer, "ratioVsPeer": ratio("peer"), "ratioVsBare": ratio("bare"),
+            "ratioVsChildren": ratio("children"), "load1": round(os.getloadavg()[0], 2),
+            "sides": figures}
+    print(json.dumps(line))
+
+
+def side_figures(r: dict) -> dict:
+    """One phase's figures for the JSON line."""
+    flows = {k: v for k, v in r["flows"].items() if k != "__all_clients__"}
+    out = {"allScheduledSeconds": round(r["all_scheduled"], 2) if r["all_scheduled"] else None,
+           "toPodP50": round(pct(r["to_pod"], 50), 3) if r["to_pod"] else None,
+           "toPodP99": round(pct(r["to_pod"], 99), 3) if r["to_pod"] else None,
+           "toScheduledP50": round(pct(r["to_scheduled"], 50), 3) if r["to_scheduled"] else None}
+    if "rss" in r:
+        controller = r["controller"]
+        out |= {"apiRequestsPerJob": round(sum(flows.values()) / r["n"], 2),
+                "rssPeakMiB": round(r["rss"]["hwm"] / MIB, 1),
+                "cpuSeconds": round(r["cpu"].get(controller, 0), 1)}
+    return out
+
+
+def run_peer(cluster: Cluster, api: KubeApi, args, built: Path, phases: dict, container: dict) -> None:
+    """The peer's phase: training-operator up as its own identity, N PyTorchJobs (1 master,
+    the trainer's resources) on the peer pool, then training-operator stopped, so that the
+    operator's phase runs without it (and it without the operator's Jobs to watch)."""
+    peer_to.install(cluster, built)
+    kubeconfig = operator_identity(cluster, PEER_SA, PEER_FLOWS, precedence=300)
+    pid, url = peer_to.start(cluster, built, kubeconfig)
+    log(f"training-operator {PEER_VERSION} pid {pid} ready, metrics {url}")
+    ns = f"{NS_PREFIX}-peer"
+    create_namespace(api, ns)
+    pod_spec = {"containers": [{"name": "trainer", "image": container["image"],
+                                "command": ["tauon-runtime"], "args": ["train"],
+                                "resources": container["resources"]}]}
+    place_on_pool(pod_spec, "peer")
+    names = [f"ptj-{i:05d}" for i in range(args.jobs)]
+    ph = Phase("peer", f"peer: {args.jobs} PyTorchJobs (1 master x 1 GPU), training-operator "
+                       f"{PEER_VERSION}, {args.nodes} nodes x {args.gpus} GPUs", ns, names,
+               lambda name: [peer_to.pytorchjob(name, {UNIT_LABEL: name}, pod_spec)], "Pod")
+    phases["peer"] = ph
+    op = {"pid": pid, "url": url, "name": "training-operator", "flows": PEER_FLOWS,
+          "reconciles": "controller_runtime_reconcile_total"}
+    run_phase(ph, cluster, api, args, op)
+    report(ph, args)
+    os.kill(pid, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------------- main
@@ -728,6 +836,10 @@ def main() -> int:
     ap.add_argument("--operator-cmd", default=f"{sys.executable} -m tauon_operator run",
                     help="the operator's command line (to compare a variant; default: this "
                          "checkout's `python -m tauon_operator run`)")
+    ap.add_argument("--peer", choices=("training-operator", "none"), default="none",
+                    help="a peer controller measured in the same run, before the operator: "
+                         "Kubeflow's training-operator (N PyTorchJobs, 1 master each, the "
+                         "trainer's resources), built by hack/build-training-operator.sh")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
     ap.add_argument("--state-dir", type=Path, help="cluster state dir (default: a temp dir)")
     args = ap.parse_args()
@@ -745,7 +857,8 @@ def main() -> int:
     sample = next(c for c in operator_children("sample", "default") if c["kind"] == "Job")
     container = sample["spec"]["template"]["spec"]["containers"][0]
 
-    pools = ["operator", *baselines]
+    peer_built = peer_to.build() if args.peer == "training-operator" else None
+    pools = ["operator", *baselines, *(["peer"] if peer_built else [])]
     nodes = [nd for p in pools for nd in pool_nodes(p, args.nodes, args.gpus, taint=p != "operator")]
     log(f"starting the control plane with {len(nodes)} kwok nodes ({len(pools)} pools of "
         f"{args.nodes} x {args.gpus} GPUs)")
@@ -761,7 +874,8 @@ def main() -> int:
         install_crds(cluster)
         kubeconfig = operator_identity(cluster)
         pid, url = start_operator(cluster, kubeconfig, shlex.split(args.operator_cmd))
-        op = {"pid": pid, "url": url}
+        op = {"pid": pid, "url": url, "name": "tauon-operator", "flows": OPERATOR_FLOWS,
+              "reconciles": "tauon_reconcile_total"}
         op_ns = f"{NS_PREFIX}-operator"
         create_namespace(api, op_ns)
         ready_dataset(cluster, api, op_ns)
@@ -794,6 +908,8 @@ def main() -> int:
             phases["children"] = ph
             run_phase(ph, cluster, api, args, None)
             report(ph, args)
+        if peer_built:
+            run_peer(cluster, api, args, peer_built, phases, container)
         names = [f"tj-{i:05d}" for i in range(n)]
         ph = Phase("operator", f"operator: {n} TrainingJobs (1 worker x 1 GPU) on {args.nodes} "
                                f"nodes x {args.gpus} GPUs", op_ns, names, lambda name: [trainingjob(name)],
@@ -801,7 +917,7 @@ def main() -> int:
         phases["operator"] = ph
         run_phase(ph, cluster, api, args, op)
         report(ph, args)
-        summary(phases, setup)
+        summary(phases, setup, args)
         rss = cluster.rss_bytes()
         print("RSS at the end        : " + ", ".join(
             f"{k} {v / MIB:.0f} MiB" for k, v in sorted(rss.items(), key=lambda kv: -kv[1])))

@@ -9,6 +9,16 @@ asserts.
     python bench/serve_throughput.py                       # seed CNN on 8x8 digits, CPU
     python bench/serve_throughput.py --architecture resnet18 --image-size 32 --channels 3
     python bench/serve_throughput.py --model-dir /path/to/exported/model --endpoint v2
+    python bench/serve_throughput.py --peers kserve,litserve    # beside KServe and LitServe
+    python bench/serve_throughput.py --peers kserve,litserve --architecture resnet18 \
+        --image-size 64 --channels 3
+
+With --peers, the same exported model is also served by each peer (bench/serve_peers.py says
+how), on the Tauon endpoint whose request body is the same (KServe: OIP v2; LitServe: the
+/v1/predict body), at the same concurrencies, and the model alone (the batched forward in a
+loop, no HTTP) gives the ceiling. The last line is one JSON object; `ratioVsPeer` is Tauon's
+req/s over the better peer's at concurrency 32 (same body), `ratioVsModelOnly` Tauon's req/s at
+the highest concurrency over the model-only samples/s.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 from localkube.procutil import free_port, terminate, wait_for_url  # noqa: E402
+
+import serve_peers  # noqa: E402 - bench/, beside this script
 
 
 def export_untrained(out: Path, architecture: str, channels: int, size: int) -> Path:
@@ -94,36 +106,42 @@ async def load(base: str, path: str, body: bytes, concurrency: int, requests: in
     }
 
 
-async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path) -> list[dict]:
+def request_body(endpoint: str, model_dir: Path) -> tuple[str, bytes]:
+    card = json.loads((model_dir / "model.json").read_text())
+    c, h, w = card["inputShape"]
+    sample = np.random.default_rng(0).integers(0, 256, (c, h, w)).tolist()
+    if endpoint == "v2":
+        return "/v2/models/bench/infer", json.dumps({"inputs": [{
+            "name": "input", "shape": [1, c, h, w], "datatype": "UINT8", "data": sample}]}).encode()
+    return "/v1/predict", json.dumps({"instances": [sample]}).encode()
+
+
+async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, workdir: Path,
+                     endpoint: str | None = None, peer: serve_peers.Peer | None = None) -> list[dict]:
     port = free_port()
-    config = {
-        "modelName": "bench", "modelDir": str(model_dir), "host": "127.0.0.1", "port": port,
-        "device": args.device, "batching": {"maxBatchSize": max_batch, "maxLatencyMs": args.max_latency_ms},
-    }
-    cfg_path = workdir / f"serve-{max_batch}.json"
-    cfg_path.write_text(json.dumps(config))
-    log_path = workdir / f"serve-{max_batch}.log"
+    endpoint = endpoint or args.endpoint
+    path, body = request_body(endpoint, model_dir)
+    server = peer.name if peer else "tauon"
+    if peer:
+        argv, ready, path = serve_peers.command(peer, model_dir, port, max_batch, args.max_latency_ms)
+    else:
+        config = {
+            "modelName": "bench", "modelDir": str(model_dir), "host": "127.0.0.1", "port": port,
+            "device": args.device, "batching": {"maxBatchSize": max_batch, "maxLatencyMs": args.max_latency_ms},
+        }
+        cfg_path = workdir / f"serve-{max_batch}.json"
+        cfg_path.write_text(json.dumps(config))
+        argv, ready = [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg_path)], "/v2/health/ready"
+    log_path = workdir / f"{server}-{max_batch}-{endpoint}.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg_path)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         try:
-            await asyncio.to_thread(wait_for_url, f"{base}/v2/health/ready", 120, proc)
+            await asyncio.to_thread(wait_for_url, f"{base}{ready}", 180, proc)
         except (ChildProcessError, TimeoutError) as e:
             print(log_path.read_text()[-3000:], file=sys.stderr)
             raise SystemExit(f"the server did not become ready: {e}") from e
-        card = json.loads((model_dir / "model.json").read_text())
-        c, h, w = card["inputShape"]
-        sample = np.random.default_rng(0).integers(0, 256, (c, h, w)).tolist()
-        if args.endpoint == "v2":
-            path = "/v2/models/bench/infer"
-            body = json.dumps({"inputs": [{"name": "input", "shape": [1, c, h, w], "datatype": "UINT8",
-                                           "data": sample}]}).encode()
-        else:
-            path, body = "/v1/predict", json.dumps({"instances": [sample]}).encode()
         await load(base, path, body, 4, 40)  # warm-up: connections, allocator, caches
         rows = []
         for concurrency in args.concurrency:
@@ -131,13 +149,17 @@ async def bench_mode(args: argparse.Namespace, model_dir: Path, max_batch: int, 
             await asyncio.sleep(1.2)
             await load(base, path, body, concurrency, 5 * concurrency)
             stats = await load(base, path, body, concurrency, args.requests)
-            rows.append({"batching": "on" if max_batch > 1 else "off", "concurrency": concurrency, **stats})
-            print(f"  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
+            batching = "on" if max_batch > 1 and server != "kserve" else "off"
+            if peer:  # the mean batch comes from Tauon's own /metrics
+                stats["batch"] = float("nan")
+            rows.append({"server": server, "endpoint": endpoint, "batching": batching,
+                         "concurrency": concurrency, **stats})
+            print(f"  {server:>8} {endpoint:>7}  batching {rows[-1]['batching']:>3}  concurrency {concurrency:>3}: "
                   f"{stats['rps']:8.1f} req/s  p50 {stats['p50']:7.2f} ms  p99 {stats['p99']:7.2f} ms  "
                   f"mean batch {stats['batch']:5.1f}  errors {stats['errors']}", flush=True)
         return rows
     finally:
-        terminate([proc], grace=30, group=False)
+        terminate([proc], grace=30, group=True)
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -148,16 +170,52 @@ async def amain(args: argparse.Namespace) -> None:
         print(f"serve_throughput: model {model_dir}, endpoint {args.endpoint}, {args.requests} requests "
               f"per level, device {args.device}, {os.cpu_count()} CPUs", flush=True)
         rows = []
-        for max_batch in (args.max_batch_size, 1):
-            rows += await bench_mode(args, model_dir, max_batch, workdir)
+        peers = serve_peers.setup(args.peers) if args.peers else {}
+        if peers:  # Tauon on every endpoint a peer is compared on, batching on
+            for endpoint in sorted({serve_peers.ENDPOINT[name] for name in peers}):
+                rows += await bench_mode(args, model_dir, args.max_batch_size, workdir, endpoint)
+            for peer in peers.values():
+                rows += await bench_mode(args, model_dir, args.max_batch_size, workdir,
+                                         serve_peers.ENDPOINT[peer.name], peer)
+        else:
+            for max_batch in (args.max_batch_size, 1):
+                rows += await bench_mode(args, model_dir, max_batch, workdir)
+        ceiling = serve_peers.model_only(model_dir, args.max_batch_size,
+                                         device="cpu" if args.device == "auto" else args.device)
         print()
-        print("| batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| server | endpoint | batching | concurrency | req/s | p50 ms | p99 ms | mean batch |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['batching']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.2f} | "
-                  f"{r['p99']:.2f} | {r['batch']:.1f} |")
-        if args.json:
-            print(json.dumps(rows))
+            print(f"| {r['server']} | {r['endpoint']} | {r['batching']} | {r['concurrency']} | "
+                  f"{r['rps']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['batch']:.1f} |")
+        print(f"model only (batched forward of {args.max_batch_size} in a loop, no HTTP): "
+              f"{ceiling:.0f} samples/s")
+        print(json.dumps(summary(rows, ceiling, args)))
+
+
+def summary(rows: list[dict], ceiling: float, args: argparse.Namespace) -> dict:
+    """The JSON line: every row, the ceiling, and the ratios against the better peer."""
+    def rps(server: str, endpoint: str, c: int) -> float | None:
+        return next((r["rps"] for r in rows if r["server"] == server and r["endpoint"] == endpoint
+                     and r["concurrency"] == c and r["batching"] in ("on", "off")), None)
+    out = {"bench": "serve_throughput", "architecture": args.architecture,
+           "inputShape": [args.channels, args.image_size, args.image_size],
+           "maxBatchSize": args.max_batch_size, "maxLatencyMs": args.max_latency_ms,
+           "modelOnlySamplesPerSecond": round(ceiling, 1), "load1": round(os.getloadavg()[0], 2),
+           "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    peer_rps = {p: rps(p, serve_peers.ENDPOINT[p], 32) for p in args.peers or []}
+    peer_rps = {p: v for p, v in peer_rps.items() if v}
+    if peer_rps:
+        better = max(peer_rps, key=peer_rps.get)
+        ours = rps("tauon", serve_peers.ENDPOINT[better], 32)
+        out |= {"betterPeer": better, "ratioVsPeer": round(ours / peer_rps[better], 3) if ours else None,
+                "ratioVsEachPeer": {p: round((rps("tauon", serve_peers.ENDPOINT[p], 32) or 0) / v, 3)
+                                    for p, v in peer_rps.items()}}
+    top = max(args.concurrency)
+    ours_top = max((r["rps"] for r in rows if r["server"] == "tauon" and r["concurrency"] == top
+                    and r["batching"] == "on"), default=None)
+    out["ratioVsModelOnly"] = round(ours_top / ceiling, 3) if ours_top else None
+    return out
 
 
 def main() -> None:
@@ -168,12 +226,16 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=8)
     p.add_argument("--endpoint", choices=("predict", "v2"), default="predict")
     p.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--max-batch-size", type=int, default=32, help="batching on: the largest batch")
     p.add_argument("--max-latency-ms", type=float, default=5.0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--json", action="store_true", help="also print the rows as one JSON line")
-    asyncio.run(amain(p.parse_args()))
+    p.add_argument("--peers", type=lambda v: [x for x in v.split(",") if x], default=[],
+                   help=f"comma-separated peers served side by side: {','.join(serve_peers.PEERS)}")
+    args = p.parse_args()
+    if unknown := set(args.peers) - set(serve_peers.PEERS):
+        p.error(f"--peers: unknown {sorted(unknown)}; choose from {serve_peers.PEERS}")
+    asyncio.run(amain(args))
 
 
 if __name__ == "__main__":
