@@ -4,7 +4,11 @@ model.task is not its Dataset's fails with a condition that says so."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -72,3 +76,28 @@ def test_a_model_task_other_than_the_datasets_fails_with_a_condition(wine):
     st = finished(wine, "wine-cnn")
     assert st["phase"] == "Failed"
     assert "model.task image-classification does not match the Dataset's task tabular-classification" in condition(st, "Ready")["message"]
+
+
+@pytest.fixture
+def csv_url(tmp_path):
+    """A CSV a team would bring, served over HTTP on loopback (the pods run on this machine)."""
+    rows = ["a,b,label", *(f"{i},{i * 2},{i % 2}" for i in range(30))]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/data.csv", hashlib.sha256(
+        (tmp_path / "data.csv").read_bytes()).hexdigest()
+    server.shutdown()
+
+
+def test_a_label_column_that_does_not_exist_fails_the_dataset_naming_it(wine, csv_url):
+    url, sha = csv_url
+    ds = {"apiVersion": "tauon.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "churn"},
+          "spec": {"task": "tabular-classification", "source": {"http": {"url": url, "sha256": sha}},
+                   "columns": {"label": "churned"}}}
+    wine.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(ds))
+    wait_for(lambda: status_of(wine, "tds", "churn", NS).get("phase") == "Failed",
+             timeout=180, interval=1, what="churn Failed")
+    message = condition(status_of(wine, "tds", "churn", NS), "Ready")["message"]
+    assert "columns.label 'churned' is not a column of data.csv; its columns are a, b, label" in message
