@@ -153,3 +153,20 @@ def test_a_model_task_other_than_the_datasets_is_refused(wine_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="model.task image-classification does not match the Dataset's task tabular"):
         train(cfg, Reporter(enabled=False))
+
+
+def test_breast_cancer_prepares_30_named_features_and_two_classes(tmp_path):
+    manifest = prepare(prepare_cfg(tmp_path, source={"builtin": {"name": "breast_cancer"}}),
+                       Reporter(enabled=False))
+    assert manifest["shape"] == [30, 1, 1] and manifest["classes"] == ["malignant", "benign"]
+    assert manifest["features"][0] == "mean radius" and sum(manifest["counts"].values()) == 569
+    assert all(s > 0 for s in manifest["preprocessing"]["std"])
+
+
+def test_the_same_source_gives_the_same_digest(tmp_path):
+    one = prepare(prepare_cfg(tmp_path / "a", source={"builtin": {"name": "wine"}}), Reporter(enabled=False))
+    two = prepare(prepare_cfg(tmp_path / "b", source={"builtin": {"name": "wine"}}), Reporter(enabled=False))
+    image = prepare(PrepareConfig.model_validate({"source": {"builtin": {"name": "digits"}},
+                                                  "outputDir": str(tmp_path / "c")}), Reporter(enabled=False))
+    assert one["digest"] == two["digest"] != image["digest"]
+    assert image["task"] == "image-classification" and "features" not in image
