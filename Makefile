@@ -28,8 +28,9 @@ prometheus: ## build prometheus and promtool, take prometheus-operator's CRDs (c
 
 setup: venv control-plane
 
-demo: setup ## the main job: start the platform locally and show it working
-	@$(PY) hack/demo.py
+EXAMPLE ?= examples/digits
+demo: setup ## the main job: start the platform locally and show it working (EXAMPLE=examples/<dir>)
+	@$(PY) hack/demo.py $(EXAMPLE)
 
 test: setup prometheus lint ## every test: lint, unit, integration (real API server) and end-to-end
 	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min

@@ -2,9 +2,10 @@
 
 Starts a real Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler)
 with kwok simulating four GPU nodes and a local node agent that runs pods as processes here;
-installs the CRDs and starts the operator; applies examples/digits/ — a Dataset of the bundled
-handwritten digits, a TrainingJob with the seed CNN, a ModelDeployment following it — and
-shows what happens, up to real predictions and a line of feedback. The cluster keeps running
+installs the CRDs and starts the operator; applies an example directory (`make demo
+EXAMPLE=examples/<dir>`, default examples/digits: a Dataset of the bundled handwritten digits, a
+TrainingJob with the seed CNN, a ModelDeployment following it) and shows what happens, up to
+real predictions on the Dataset's test split and a line of feedback. The cluster keeps running
 afterwards so you can look around; `make cluster-down` stops it.
 """
 
@@ -90,7 +91,49 @@ def follow_training(cluster: Cluster, name: str, timeout: float = 900) -> dict:
                 timeout, "the TrainingJob to finish", cluster=cluster)
 
 
-def main() -> int:
+def example_objects(example: Path) -> dict[str, dict[str, dict]]:
+    """The example's objects by kind and name, in file order."""
+    import yaml
+
+    objects: dict[str, dict[str, dict]] = {"Dataset": {}, "TrainingJob": {}, "ModelDeployment": {}}
+    for path in sorted(example.glob("*.yaml")):
+        for obj in yaml.safe_load_all(path.read_text()):
+            if obj and obj.get("kind") in objects:
+                objects[obj["kind"]][obj["metadata"]["name"]] = obj
+    return objects
+
+
+def request_for(manifest: dict, x) -> dict:
+    """A request as a user would write it: a JSON row of named features, or the pixels."""
+    if manifest.get("task") == "tabular-classification":
+        return {"features": {f: round(float(v), 4) for f, v in zip(manifest["features"], x.ravel())}}
+    return {"instances": [x.tolist()]}
+
+
+def predict_test_split(cluster: Cluster, ds: dict, endpoint: str):
+    from safetensors.numpy import load_file  # the test split, exactly as the Dataset stored it
+
+    data = volume_dir(cluster, NS, ds["claimName"])
+    manifest = json.loads((data / "manifest.json").read_text())
+    test = load_file(str(data / manifest["path"] / "test.safetensors"))
+    classes = manifest["classes"]
+    n = min(8, len(test["y"]))
+    shown, first = 0, None
+    for i in sorted({round(k * (len(test["y"]) - 1) / max(n - 1, 1)) for k in range(n)}):
+        x, y = test["x"][i], int(test["y"][i])
+        body = request_for(manifest, x)
+        if i == 0:
+            print(f"  {DIM}POST /v1/predict {json.dumps(body)[:160]}{OFF}")
+        answer = post(f"http://{endpoint}/v1/predict", body)["predictions"][0]
+        first = first or (answer, classes[y])
+        ok = "ok " if answer["label"] == classes[y] else "MISS"
+        shown += answer["label"] == classes[y]
+        print(f"  {ok} true {classes[y]}  predicted {answer['label']}  (score {answer['score']:.3f})")
+    print(f"  {shown}/{n} correct")
+    return first
+
+
+def main(example: Path = REPO / "examples" / "digits") -> int:
     t0 = time.monotonic()
     if (STATE / "cluster.json").exists() and Cluster.attach(STATE).info.get("pids"):
         step("stopping the cluster left by an earlier demo")
@@ -108,64 +151,64 @@ def main() -> int:
                           "GPUS:.status.allocatable.nvidia\\.com/gpu,CPU:.status.allocatable.cpu,"
                           "TAINTS:.spec.taints[*].key").stdout)
 
-    step("kubectl apply -f examples/digits/")
-    print(cluster.kubectl("apply", "-n", NS, "-f", str(REPO / "examples" / "digits")).stdout.strip())
+    objects = example_objects(example)
+    rel = example.relative_to(REPO) if example.is_relative_to(REPO) else example
+    step(f"kubectl apply -f {rel}/")
+    print(cluster.kubectl("apply", "-n", NS, "-f", str(example)).stdout.strip())
 
-    step("the Dataset: a prepare Job fetches, splits and describes the bundled digits")
-    if not (ds := settle(cluster, "tds", "digits", "Ready")):
-        return 1
-    counts = ds.get("counts") or {}
-    print(f"  Ready: {counts.get('train')} train / {counts.get('validation')} validation / "
-          f"{counts.get('test')} test samples, {len(ds.get('classes') or [])} classes, "
-          f"digest {ds.get('digest')}")
+    datasets = {}
+    for name in objects["Dataset"]:
+        step(f"the Dataset {name}: a prepare Job fetches, splits and describes the data")
+        if not (ds := settle(cluster, "tds", name, "Ready")):
+            return 1
+        datasets[name] = ds
+        counts = ds.get("counts") or {}
+        print(f"  Ready: {counts.get('train')} train / {counts.get('validation')} validation / "
+              f"{counts.get('test')} test samples, {len(ds.get('classes') or [])} classes, "
+              f"digest {ds.get('digest')}")
 
-    step("the TrainingJob: the seed CNN trains in a pod on the node agent (its log, live)")
-    tj = follow_training(cluster, "digits-cnn")
-    if tj["phase"] != "Succeeded":
-        print(f"  TrainingJob {tj['phase']}: {ready_reason(tj)}")
-        return 1
-    model = tj.get("model") or {}
-    acc = (model.get("metrics") or {}).get("accuracy")
-    print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} sha256 {model.get('sha256')}")
+    for name, tj_obj in objects["TrainingJob"].items():
+        arch = tj_obj["spec"]["model"]["architecture"]
+        step(f"the TrainingJob {name}: {arch} trains in a pod on the node agent (its log, live)")
+        tj = follow_training(cluster, name)
+        if tj["phase"] != "Succeeded":
+            print(f"  TrainingJob {tj['phase']}: {ready_reason(tj)}")
+            return 1
+        model = tj.get("model") or {}
+        acc = (model.get("metrics") or {}).get("accuracy")
+        print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} "
+              f"sha256 {model.get('sha256')}")
 
-    step("the ModelDeployment: serving that model, Ready when every replica has its digest")
-    if not (md := settle(cluster, "mdep", "digits", "Ready")):
-        return 1
-    endpoint = wait(lambda: ready_endpoints(cluster, NS, "digits"), 60, "a ready endpoint")[0]
-    print(f"  Ready: {md['replicas']['ready']} replica(s), model {md['modelDigest'][:16]}…, "
-          f"{md['url']} → pod {endpoint}")
-
-    step("predictions on held-out digits (the Dataset's test split), through the served model")
-    from safetensors.numpy import load_file  # the test split, exactly as the Dataset stored it
-
-    data = volume_dir(cluster, NS, ds["claimName"])
-    manifest = json.loads((data / "manifest.json").read_text())
-    test = load_file(str(data / manifest["path"] / "test.safetensors"))
-    classes = manifest["classes"]
-    shown, first = 0, None
-    for i in range(8):
-        x, y = test["x"][i], int(test["y"][i])
-        answer = post(f"http://{endpoint}/v1/predict", {"instances": [x.tolist()]})["predictions"][0]
-        first = first or (answer, classes[y])
-        ok = "ok " if answer["label"] == classes[y] else "MISS"
-        shown += answer["label"] == classes[y]
-        print(f"  {ok} true {classes[y]}  predicted {answer['label']}  (score {answer['score']:.3f})")
-    print(f"  {shown}/8 correct")
-
-    step("feedback: telling the model the true label of one prediction")
-    answer, truth = first
-    print("  " + json.dumps(post(f"http://{endpoint}/v1/feedback",
-                                 {"predictionId": answer["predictionId"], "label": truth})))
-    store = volume_dir(cluster, NS, "digits-feedback") / "feedback.jsonl"
-    print(f"  the feedback store ({store}) now holds {len(store.read_text().splitlines())} record(s)")
+    for name, md_obj in objects["ModelDeployment"].items():
+        step(f"the ModelDeployment {name}: serving that model, Ready when every replica has its digest")
+        if not (md := settle(cluster, "mdep", name, "Ready")):
+            return 1
+        endpoint = wait(lambda: ready_endpoints(cluster, NS, name), 60, "a ready endpoint")[0]
+        print(f"  Ready: {md['replicas']['ready']} replica(s), model {md['modelDigest'][:16]}…, "
+              f"{md['url']} → pod {endpoint}")
+        tj_name = md_obj["spec"]["model"].get("trainingJobRef", {}).get("name")
+        ds_name = objects["TrainingJob"].get(tj_name, {}).get("spec", {}).get("datasetRef", {}).get("name")
+        if ds_name not in datasets:
+            continue
+        step("predictions on held-out samples (the Dataset's test split), through the served model")
+        first = predict_test_split(cluster, datasets[ds_name], endpoint)
+        if (md_obj["spec"].get("feedback") or {}).get("enabled") and first:
+            step("feedback: telling the model the true label of one prediction")
+            answer, truth = first
+            print("  " + json.dumps(post(f"http://{endpoint}/v1/feedback",
+                                         {"predictionId": answer["predictionId"], "label": truth})))
+            store = volume_dir(cluster, NS, f"{name}-feedback") / "feedback.jsonl"
+            print(f"  the feedback store ({store}) now holds "
+                  f"{len(store.read_text().splitlines())} record(s)")
 
     step(f"done in {time.monotonic() - t0:.0f}s — the cluster keeps running:")
     print(cluster.kubectl("get", "tauon", "-n", NS).stdout)
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
-    print("  kubectl get tauon; kubectl describe tj digits-cnn; kubectl logs job/digits-cnn-a0")
+    tj = next(iter(objects["TrainingJob"]), "NAME")
+    print(f"  kubectl get tauon; kubectl describe tj {tj}; kubectl logs job/{tj}-a0")
     print("  make cluster-down    # stop it all")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else REPO / "examples" / "digits"))

@@ -76,6 +76,10 @@ def test_kubectl_explain_teaches_the_api(cluster, crds):
     assert "exactly one of builtin, synthetic, http or pvc" in source
     fmt = cluster.kubectl("explain", "mdep.spec.model.format").stdout
     assert "onnxruntime" in fmt and "safetensors" in fmt
+    task = cluster.kubectl("explain", "tj.spec.model.task").stdout
+    assert "tabular-classification" in task and "must be the Dataset's" in task
+    label = cluster.kubectl("explain", "tds.spec.columns.label").stdout
+    assert "class of each row" in label
 
 
 def test_get_tauon_lists_all_three_kinds(cluster, crds, namespace):

@@ -8,7 +8,10 @@ from pydantic import Field, model_validator
 
 from tauon_runtime.contract.data import (
     FORMAT_DESCRIPTION,
+    TABULAR_BUILTINS,
+    TASK_DESCRIPTION,
     BuiltinSource,
+    Columns,
     DatasetFormat,
     DatasetSource,
     HttpSource,
@@ -17,6 +20,7 @@ from tauon_runtime.contract.data import (
     S3Source,
     Splits,
     SyntheticSource,
+    Task,
 )
 
 from .common import (
@@ -87,7 +91,21 @@ class DatasetSpec(ApiModel):
                 "quantity(string(self.storage.size)).asApproximateFloat()",
                 SYNTHETIC_FITS,
                 field_path=".storage.size",
-            )
+            ),
+            cel(
+                "self.task == 'tabular-classification' || !has(self.source.builtin) || "
+                f"!(self.source.builtin.name in {list(TABULAR_BUILTINS)})",
+                "builtin wine and breast_cancer are tabular: set task: tabular-classification",
+                field_path=".task",
+            ),
+            cel(
+                "self.task != 'tabular-classification' || "
+                "!has(self.source.synthetic) && (!has(self.source.builtin) || "
+                f"self.source.builtin.name in {list(TABULAR_BUILTINS)})",
+                "task tabular-classification reads a CSV (http or pvc) or the builtin wine or "
+                "breast_cancer",
+                field_path=".task",
+            ),
         )
     }
 
@@ -95,6 +113,12 @@ class DatasetSpec(ApiModel):
         description="Where the data comes from: exactly one of builtin, synthetic, http or pvc. "
         "Immutable: create a new Dataset to use different data.",
         json_schema_extra=rules(immutable("source", "create a new Dataset to use different data")),
+    )
+    task: Task = Field("image-classification", description=TASK_DESCRIPTION)
+    columns: Columns = Field(
+        default_factory=Columns,
+        description="tabular-classification: which CSV column is the label and which are the "
+        "features (the preparation fails naming a column that does not exist or is not numeric).",
     )
     format: DatasetFormat = Field("auto", description=FORMAT_DESCRIPTION)
     splits: Splits = Field(
@@ -117,6 +141,16 @@ class DatasetSpec(ApiModel):
                 h = w = self.preprocessing.resize
             if synthetic.num_samples * c * h * w > quantity_value(self.storage.size):
                 raise ValueError(SYNTHETIC_FITS)
+        return self
+
+    @model_validator(mode="after")
+    def _source_fits_task(self) -> DatasetSpec:
+        tabular = self.task == "tabular-classification"
+        builtin = self.source.builtin
+        if builtin is not None and (builtin.name in TABULAR_BUILTINS) != tabular:
+            raise ValueError(f"builtin {builtin.name} does not fit task {self.task}")
+        if tabular and self.source.synthetic is not None:
+            raise ValueError("task tabular-classification reads a CSV (http or pvc) or a builtin")
         return self
 
 

@@ -28,6 +28,8 @@ def run_config(ds: dict[str, Any]) -> str:
     spec = Dataset.parse_spec(ds)
     cfg = PrepareConfig(
         source=spec.source,
+        task=spec.task,
+        columns=spec.columns,
         format=spec.format,
         splits=spec.splits,
         preprocessing=spec.preprocessing,

@@ -11,7 +11,9 @@ not import torch (the operator image has none; a test guards it).
 
 from .base import DNS_LABEL, DNS_SUBDOMAIN, SHA256_HEX, ContractModel, Sha256, cel, immutable, rules
 from .data import (
+    TABULAR_BUILTINS,
     BuiltinSource,
+    Columns,
     DatasetFormat,
     DatasetSource,
     HttpSource,
@@ -21,11 +23,13 @@ from .data import (
     S3Source,
     Splits,
     SyntheticSource,
+    Task,
 )
 from .keys import PERMANENT_EXIT_CODES, ExitCode
 from .serve import Batching, Feedback, ServeConfig
 from .train import (
     ARCHITECTURES,
+    TASK_ARCHITECTURES,
     Architecture,
     Checkpoint,
     DataLoaderSpec,
@@ -45,10 +49,13 @@ __all__ = [
     "DNS_SUBDOMAIN",
     "PERMANENT_EXIT_CODES",
     "SHA256_HEX",
+    "TABULAR_BUILTINS",
+    "TASK_ARCHITECTURES",
     "Architecture",
     "Batching",
     "BuiltinSource",
     "Checkpoint",
+    "Columns",
     "ContractModel",
     "DataLoaderSpec",
     "DatasetFormat",
@@ -71,6 +78,7 @@ __all__ = [
     "Sha256",
     "Splits",
     "SyntheticSource",
+    "Task",
     "TrainConfig",
     "cel",
     "immutable",

@@ -9,7 +9,16 @@ from pydantic import Field, model_validator
 
 from .base import DNS_SUBDOMAIN, ContractModel, Sha256, cel, rules
 
-BuiltinName = Literal["digits"]
+BuiltinName = Literal["digits", "wine", "breast_cancer"]
+Task = Literal["image-classification", "tabular-classification"]
+TASK_DESCRIPTION = (
+    "What the data is for: `image-classification` (images and a class) or "
+    "`tabular-classification` (named numeric feature columns and a class). It decides the "
+    "prepared layout, the model's input and the serving codec; a TrainingJob's `model.task` "
+    "must name the same task."
+)
+# Which builtin belongs to which task (the API server checks it; see DatasetSpec's rules).
+TABULAR_BUILTINS = ("wine", "breast_cancer")
 Dimension = Annotated[int, Field(ge=1, le=4096)]
 SPLIT_TOLERANCE = 1e-6
 
@@ -21,7 +30,9 @@ class BuiltinSource(ContractModel):
 
     name: BuiltinName = Field(
         description="Which bundled data set: `digits` is scikit-learn's 1,797 handwritten "
-        "digits (8x8 grey images, 10 classes)."
+        "digits (8x8 grey images, 10 classes); `wine` (178 wines, 13 chemical features, 3 "
+        "cultivars) and `breast_cancer` (569 tumours, 30 features, 2 classes) are "
+        "tabular-classification data sets."
     )
 
 
@@ -206,6 +217,24 @@ class Preprocessing(ContractModel):
     )
 
 
+class Columns(ContractModel):
+    """Which CSV columns a tabular-classification data set reads."""
+
+    label: str = Field(
+        "label",
+        min_length=1,
+        max_length=256,
+        description="Name of the column holding the class of each row.",
+    )
+    features: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Names of the numeric feature columns, in the model's input order. Unset: "
+        "every column except the label.",
+    )
+
+
 DatasetFormat = Literal["auto", "imagefolder", "csv"]
 
 FORMAT_DESCRIPTION = (
@@ -219,6 +248,10 @@ class PrepareConfig(ContractModel):
     """What `tauon-runtime prepare` reads: the Dataset's spec pieces plus runtime-only paths."""
 
     source: DatasetSource = Field(description="Where the data comes from (exactly one kind).")
+    task: Task = Field("image-classification", description=TASK_DESCRIPTION)
+    columns: Columns = Field(
+        default_factory=Columns, description="tabular-classification: the label and features."
+    )
     format: DatasetFormat = Field("auto", description=FORMAT_DESCRIPTION)
     splits: Splits = Field(
         default_factory=Splits, description="Train, validation and test fractions."

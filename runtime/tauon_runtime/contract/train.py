@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from .base import DNS_LABEL, ContractModel
+from .base import DNS_LABEL, ContractModel, cel, rules
+from .data import Task
 
 Architecture = Literal[
     "cnn", "lenet", "mlp", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11"
@@ -22,9 +23,31 @@ MonitoredMetric = Literal["accuracy", "loss", "f1"]
 EvaluationMetric = Literal["accuracy", "f1"]
 
 
+# Architectures each task can build; "mlp" serves both (flattened pixels, or the features).
+TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "image-classification": ARCHITECTURES,
+    "tabular-classification": ("mlp",),
+}
+
+
 class ModelSpec(ContractModel):
     """The network to train, from the runtime's model zoo."""
 
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                "self.task != 'tabular-classification' || self.architecture == 'mlp'",
+                "architecture must be mlp for task tabular-classification",
+                field_path=".architecture",
+            )
+        )
+    }
+
+    task: Task = Field(
+        "image-classification",
+        description="The task the network is trained for; it must be the Dataset's `task`. "
+        "`tabular-classification` trains `mlp` only.",
+    )
     architecture: Architecture = Field(
         description="Network from the model zoo: `cnn` (the small seed CNN), `lenet`, `mlp`, "
         "`resnet18`, `resnet34`, `resnet50`, `mobilenet_v3_small` or `vgg11`."
@@ -41,6 +64,13 @@ class ModelSpec(ContractModel):
         "(e.g. `{pretrained: false, dropout: 0.1}`).",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+
+    @model_validator(mode="after")
+    def _architecture_fits_task(self) -> ModelSpec:
+        if self.architecture not in TASK_ARCHITECTURES[self.task]:
+            allowed = ", ".join(TASK_ARCHITECTURES[self.task])
+            raise ValueError(f"architecture must be one of {allowed} for task {self.task}")
+        return self
 
 
 class Hyperparameters(ContractModel):

@@ -57,6 +57,10 @@ class PreparedDataset:
         return self.manifest["digest"]
 
     @property
+    def task(self) -> str:
+        return str(self.manifest.get("task", "image-classification"))
+
+    @property
     def classes(self) -> list[str]:
         return list(self.manifest["classes"])
 

@@ -35,6 +35,7 @@ class RawData:
     x: np.ndarray  # [N, C, H, W], 0..255 scale
     y: np.ndarray  # [N] int64
     classes: list[str]
+    feature_names: list[str] | None = None  # tabular: x is [N, F], one name per column
 
 
 def builtin_digits() -> RawData:

@@ -141,7 +141,13 @@ def export_onnx(
                 "sha256": _sha256(path),
                 "opset": OPSET,
                 "exporter": exporter,
-                "input": {"name": INPUT, "shape": [-1, c, h, w], "scale": "0..255 pixels"},
+                "input": {
+                    "name": INPUT,
+                    "shape": [-1, c, h, w],
+                    "scale": "0..255 pixels"
+                    if float((card.get("preprocessing") or {}).get("scale", 255.0)) == 255.0
+                    else "features as they are",
+                },
                 "output": {"name": OUTPUT, "shape": [-1, int(card["numClasses"])]},
                 "split": check_split,
                 **check,

@@ -390,7 +390,7 @@ async def _predict_inputs(
 
         def parse_arrays() -> np.ndarray:
             req = parse(PredictRequest, jsonio.loads(body), "the JSON body")
-            return parse_array_body(req, model.chw, MAX_SAMPLES_PER_REQUEST)
+            return parse_array_body(req, model.chw, MAX_SAMPLES_PER_REQUEST, model.features)
 
         x = await _off_loop(len(body), parse_arrays)
         return x, x, "array"

@@ -141,6 +141,8 @@ def decode_v2_input(
         )
     shape = tensor.shape
     expected = [-1, *chw]
+    if chw[1:] == (1, 1) and len(shape) == 2 and shape[1] == chw[0]:
+        shape = [*shape, 1, 1]  # a tabular model's rows: [N, F] is [N, F, 1, 1]
     if len(shape) != 4 or tuple(shape[1:]) != chw:
         raise BadInput(
             f"input {name!r} has shape {_shape_str(shape)}; expected {_shape_str(expected)}"
@@ -188,11 +190,47 @@ def _as_sample(arr: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray | None:
     return None
 
 
-def parse_array_body(body: PredictRequest, chw: tuple[int, int, int], max_batch: int) -> np.ndarray:
+def parse_feature_rows(
+    rows: dict[str, Any] | list[dict[str, Any]], names: list[str], max_batch: int
+) -> np.ndarray:
+    """``{name: value}`` rows of a tabular model -> float32 [N, F, 1, 1] in the card's order."""
+    if not names:
+        raise BadInput('this model takes no named features; send {"instances": [...]} instead')
+    batch = [rows] if isinstance(rows, dict) else rows
+    if not 0 < len(batch) <= max_batch:
+        raise BadInput(f"'features' has {len(batch)} rows; send 1 to {max_batch}")
+    out = np.empty((len(batch), len(names)), dtype=np.float32)
+    for i, row in enumerate(batch):
+        where = "features" if isinstance(rows, dict) else f"features[{i}]"
+        missing = [n for n in names if n not in row]
+        unknown = [k for k in row if k not in names]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(map(repr, missing[:10]))}")
+            if unknown:
+                parts.append(f"unknown {', '.join(repr(k[:64]) for k in unknown[:10])}")
+            raise BadInput(f"{where}: {'; '.join(parts)}; this model takes {', '.join(names)}")
+        for j, name in enumerate(names):
+            value = row[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BadInput(f"{where}.{name} must be a number, got {str(value)[:40]!r}")
+            out[i, j] = value
+    return as_model_input(out, "'features'")[:, :, None, None]
+
+
+def parse_array_body(
+    body: PredictRequest,
+    chw: tuple[int, int, int],
+    max_batch: int,
+    features: list[str] | None = None,
+) -> np.ndarray:
     """``{"instances": [sample, ...]}`` or ``{"array": sample | batch}`` -> float32 [N, C, H, W].
 
     A sample may be [C, H, W], [H, W, C], [H, W] for one channel, or flat C*H*W values.
     """
+    if body.features is not None:
+        return parse_feature_rows(body.features, features or [], max_batch)
     expected = f"{_shape_str(chw)} (or [H, W, C], or {math.prod(chw)} flat values)"
     if body.instances is not None:
         if len(body.instances) > max_batch:

@@ -98,16 +98,20 @@ class InferenceRequest(_Envelope):
 
 
 class PredictRequest(_Envelope):
-    """``{"instances": [sample, ...]}`` or ``{"array": sample_or_batch}``."""
+    """``{"instances": [sample, ...]}``, ``{"array": sample_or_batch}`` or, for a tabular model,
+    ``{"features": {name: value, ...}}`` (or a list of such rows)."""
 
     instances: list[Any] | None = Field(None, min_length=1, max_length=MAX_SAMPLES_PER_REQUEST)
     array: list[Any] | None = None
+    features: dict[str, Any] | list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
-        if (self.instances is None) == (self.array is None):
+        given = [v for v in (self.instances, self.array, self.features) if v is not None]
+        if len(given) != 1:
             raise ValueError(
-                'the JSON body must be {"instances": [sample, ...]} or {"array": sample_or_batch}'
+                'the JSON body must be {"instances": [sample, ...]}, {"array": sample_or_batch} '
+                'or, for a tabular model, {"features": {name: value, ...}}'
             )
         return self
 

@@ -72,6 +72,7 @@ class ServedModel:
         self.digest = str(card.get("sha256", ""))
         _check_preprocessing(card, self.chw[0])
         self.input_name = "input"
+        self.features = [str(f) for f in card.get("features") or []]  # tabular: input order
 
     @classmethod
     def load(

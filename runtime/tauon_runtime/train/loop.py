@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from tauon_runtime import tasks
 from tauon_runtime.contract import EarlyStopping, Hyperparameters, TrainConfig
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
@@ -222,6 +223,10 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
         )
     seed_everything(hp.seed)
     data = PreparedDataset(cfg.dataset_dir)
+    if data.task != cfg.model.task:
+        raise ValueError(
+            f"model.task {cfg.model.task} does not match the Dataset's task {data.task}"
+        )
     sampler, loader = _train_loader(cfg, env, device, data.split("train"))
     num_classes = cfg.model.num_classes or len(data.classes)
     if num_classes != len(data.classes):
@@ -404,11 +409,9 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
             "modelOptions": dict(cfg.model.options or {}),
             "numClasses": run.num_classes,
             "classes": data.classes,
+            "task": data.task,
             "inputShape": list(data.shape),
-            "preprocessing": {
-                "resize": [data.shape[1], data.shape[2]],
-                **{k: data.preprocessing[k] for k in ("scale", "mean", "std")},
-            },
+            **tasks.get(data.task).card_fields(data.manifest),
             "metrics": test,
             "datasetDigest": data.digest,
             "training": {
