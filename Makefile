@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # (another clone on this machine may have installed itself there last).
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
-.PHONY: help setup venv control-plane prometheus demo test lint unit integration e2e cluster-up cluster-down \
+.PHONY: help setup venv control-plane prometheus seaweedfs demo test lint unit integration e2e cluster-up cluster-down \
         crds crds-check bench clean
 
 help: ## this list
@@ -26,13 +26,16 @@ control-plane: ## build etcd, kube-apiserver, controller-manager, scheduler and 
 prometheus: ## build prometheus and promtool, take prometheus-operator's CRDs (cached)
 	@hack/build-prometheus.sh >/dev/null
 
+seaweedfs: ## build SeaweedFS, the local platform's S3 artifact store (cached)
+	@hack/build-seaweedfs.sh >/dev/null
+
 setup: venv control-plane
 
 EXAMPLE ?= examples/digits
-demo: setup ## the main job: start the platform locally and show it working (EXAMPLE=examples/<dir>)
+demo: setup seaweedfs ## the main job: start the platform locally and show it working (EXAMPLE=examples/<dir>)
 	@$(PY) hack/demo.py $(EXAMPLE)
 
-test: setup prometheus lint ## every test: lint, unit, integration (real API server) and end-to-end
+test: setup prometheus seaweedfs lint ## every test: lint, unit, integration (real API server) and end-to-end
 	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min
 	@# of mostly waiting) overlap the rest instead of adding to it. Each worker has its own cluster.
 	$(PY) -m pytest -n 2 --dist loadfile tests
@@ -45,10 +48,10 @@ lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
 unit: venv ## unit tests only (no cluster)
 	$(PY) -m pytest tests/unit
 
-integration: setup ## integration tests against the local control plane
+integration: setup seaweedfs ## integration tests against the local control plane
 	$(PY) -m pytest tests/integration
 
-e2e: setup ## end-to-end tests (the whole loop)
+e2e: setup seaweedfs ## end-to-end tests (the whole loop)
 	$(PY) -m pytest tests/e2e
 
 cluster-up: setup ## start the control plane in .tauon/cluster and print `export KUBECONFIG=…`

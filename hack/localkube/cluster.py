@@ -418,6 +418,16 @@ class Cluster:
                    f"node {spec.name} Ready")
         return spec.name
 
+    def start_object_store(self, bucket: str = "tauon", timeout: float = 60):
+        """Starts SeaweedFS's S3 gateway on loopback (localkube.objectstore) as a process of
+        this cluster, stopped with it; returns the ObjectStore (endpoint, bucket, keys)."""
+        from localkube.objectstore import ObjectStore
+
+        store = ObjectStore.start(self.state_dir, bucket=bucket, timeout=timeout,
+                                  spawn=self._spawn)
+        self._save(objectStore=store.info())
+        return store
+
     def kubeconfig_for(self, identity: str) -> Path:
         return self.state_dir / f"{identity}.kubeconfig"
 
