@@ -32,3 +32,11 @@ MODEL_DIGEST_ANNOTATION = "tauon.dev/model-digest"  # the sha256 a serving pod m
 SPEC_HASH_ANNOTATION = "tauon.dev/spec-hash"  # what the operator last wanted a child to be
 ATTEMPT_LABEL = "tauon.dev/attempt"  # which restart of a TrainingJob a worker pod belongs to
 TRACK_LABEL = "tauon.dev/track"  # stable or canary
+
+# The artifact store (object storage) the operator configures; the credentials come from a
+# Secret as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (env secretKeyRef), never in a CR.
+ENV_STORE_ENDPOINT = "TAUON_STORE_ENDPOINT"  # e.g. https://s3.eu-west-1.amazonaws.com; empty: AWS
+ENV_STORE_BUCKET = "TAUON_STORE_BUCKET"
+ENV_STORE_PREFIX = "TAUON_STORE_PREFIX"
+ENV_STORE_REGION = "TAUON_STORE_REGION"
+STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

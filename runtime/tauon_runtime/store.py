@@ -1,0 +1,296 @@
+"""The artifact store: exported models in any S3-compatible object store, under content-addressed,
+immutable keys, published atomically and verified end to end.
+
+    s3://<bucket>/<prefix>/<namespace>/models/<name>/<sha256>/
+        model.safetensors  model.json  [model.onnx ...]   every file of the exported directory
+        manifest.json                                      written LAST: {files: {name: sha256}}
+
+`sha256` in the key is the digest of the weights (the model card's `sha256`, what
+`status.model.sha256` reports and a ModelDeployment pins). A version exists only once its
+manifest does, and the manifest is written only after every file was uploaded and read back with
+the digest it lists: an upload killed half-way leaves no published model, and a retry publishes
+the same single version. `fetch` reads the manifest, checks it vouches for the expected digest,
+downloads every file and verifies each one before anything is moved into place.
+
+The client is obstore (the Rust `object_store` crate of Apache Arrow): no Python dependencies.
+Credentials come from the environment only (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, set by the
+operator from a Secret); endpoint, bucket, prefix and region from TAUON_STORE_*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tauon_runtime.contract.keys import (
+    ENV_STORE_BUCKET,
+    ENV_STORE_ENDPOINT,
+    ENV_STORE_PREFIX,
+    ENV_STORE_REGION,
+)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SHA256 = re.compile(r"^[a-f0-9]{64}$")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached, refuses the credentials, or has no such object."""
+
+    reason = "StoreUnavailable"
+
+
+class ChecksumMismatch(StoreError):
+    """An object's bytes are not the ones the manifest (or the caller) vouches for."""
+
+    reason = "ChecksumMismatch"
+
+
+class NotPublished(StoreError):
+    """No manifest at the URI: nothing was ever published there (or the upload never finished)."""
+
+    reason = "ModelNotPublished"
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str  # without a leading slash; a "directory" ends with "/"
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """`s3://bucket/key` -> (bucket, key); a clear error for anything else."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    if not parsed.netloc:
+        raise ValueError(f"{uri!r} names no bucket: expected s3://<bucket>/<key>")
+    if not _BUCKET.match(parsed.netloc):
+        raise ValueError(f"{uri!r}: {parsed.netloc!r} is not a valid bucket name")
+    key = parsed.path.lstrip("/")
+    if not key:
+        raise ValueError(f"{uri!r} names no key: expected s3://<bucket>/<key>")
+    return S3Location(parsed.netloc, key)
+
+
+def model_key(prefix: str, namespace: str, name: str, sha256: str) -> str:
+    """The immutable key (a "directory", ending in /) of one model version."""
+    if not _SHA256.match(sha256):
+        raise ValueError(f"sha256 {sha256!r} is not 64 lowercase hexadecimal characters")
+    parts = [p for p in prefix.strip("/").split("/") if p] + [namespace, "models", name, sha256]
+    return "/".join(parts) + "/"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def directory_files(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every regular file under `model_dir` (relative POSIX names, sorted) with its sha256 and
+    size: what a manifest lists."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return out
+
+
+def manifest_for(files: dict[str, dict[str, Any]], sha256: str, card: dict[str, Any]) -> dict:
+    """The manifest of a version: its digest, its files and the lineage from the card."""
+    if MANIFEST in files:
+        raise ValueError(f"an exported model may not hold a file named {MANIFEST}")
+    lineage = {
+        k: card[k]
+        for k in ("name", "trainingJob", "datasetDigest", "createdAt", "metrics")
+        if k in card
+    }
+    return {"version": MANIFEST_VERSION, "sha256": sha256, "files": files, **lineage}
+
+
+def check_manifest(manifest: dict[str, Any], expected_sha256: str | None, where: str) -> None:
+    """The manifest is well formed and vouches for `expected_sha256` (when given)."""
+    files = manifest.get("files")
+    if manifest.get("version") != MANIFEST_VERSION or not isinstance(files, dict) or not files:
+        raise StoreError(f"{where}: not a Tauon model manifest (version {manifest.get('version')})")
+    for name in files:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise StoreError(f"{where}: manifest names an unsafe path {name!r}")
+    if expected_sha256 is not None and manifest.get("sha256") != expected_sha256:
+        raise ChecksumMismatch(
+            f"{where}: the published model has sha256 {manifest.get('sha256')}, "
+            f"not {expected_sha256} as expected"
+        )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    endpoint: str = ""  # empty: AWS's own endpoint for the region
+    bucket: str = ""
+    prefix: str = "tauon"
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StoreConfig | None:
+        """The store the operator configured, or None when there is none."""
+        env = dict(os.environ if env is None else env)
+        if not env.get(ENV_STORE_BUCKET):
+            return None
+        return cls(
+            endpoint=env.get(ENV_STORE_ENDPOINT, ""),
+            bucket=env[ENV_STORE_BUCKET],
+            prefix=env.get(ENV_STORE_PREFIX, "tauon"),
+            region=env.get(ENV_STORE_REGION) or "us-east-1",
+        )
+
+
+class ArtifactStore:
+    """Publish and fetch model versions in one bucket."""
+
+    def __init__(self, config: StoreConfig, *, timeout_s: float = 20.0):
+        from obstore.store import S3Store
+
+        self.config = config
+        kwargs: dict[str, Any] = {"region": config.region}
+        if config.endpoint:
+            kwargs["endpoint"] = config.endpoint
+        for env, key in (
+            ("AWS_ACCESS_KEY_ID", "access_key_id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+        ):
+            if os.environ.get(env):
+                kwargs[key] = os.environ[env]
+        self.client = S3Store(
+            config.bucket,
+            client_options={
+                "allow_http": config.endpoint.startswith("http://"),
+                "timeout": timedelta(seconds=timeout_s),
+                "connect_timeout": timedelta(seconds=5),
+            },
+            # An unreachable store fails within seconds, not after the 3-minute default.
+            retry_config={
+                "max_retries": 2,
+                "retry_timeout": timedelta(seconds=timeout_s),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=200),
+                    "max_backoff": timedelta(seconds=2),
+                    "base": 2,
+                },
+            },
+            **kwargs,
+        )
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            where = self.config.endpoint or f"S3 in {self.config.region}"
+            raise StoreError(f"{what} at {where} (bucket {self.config.bucket}): {first}") from None
+
+    def _get(self, key: str) -> bytes:
+        import obstore
+
+        return bytes(self._call(f"GET {key}", obstore.get, self.client, key).bytes())
+
+    # ----------------------------------------------------------------- publish
+    def publish(self, model_dir: Path, key: str, sha256: str, card: dict[str, Any]) -> str:
+        """Upload every file of `model_dir` under `key`, verify each, then write the manifest.
+        Idempotent: a version already published with this digest is left as it is."""
+        import obstore
+
+        loc = S3Location(self.config.bucket, key)
+        try:
+            existing = json.loads(self._get(key + MANIFEST))
+            check_manifest(existing, sha256, loc.uri)
+            return loc.uri  # immutable: never rewritten
+        except FileNotFoundError:
+            pass
+        files = directory_files(Path(model_dir))
+        manifest = manifest_for(files, sha256, card)
+        for name, meta in files.items():
+            self._call(
+                f"PUT {key}{name}", obstore.put, self.client, key + name, Path(model_dir) / name
+            )
+            got = hashlib.sha256(self._get(key + name)).hexdigest()
+            if got != meta["sha256"]:
+                raise ChecksumMismatch(
+                    f"{loc.uri}{name}: read back with sha256 {got}, uploaded {meta['sha256']}"
+                )
+        self._call(
+            f"PUT {key}{MANIFEST}",
+            obstore.put,
+            self.client,
+            key + MANIFEST,
+            (json.dumps(manifest, indent=2) + "\n").encode(),
+        )
+        return loc.uri
+
+    # ------------------------------------------------------------------- fetch
+    def fetch(self, key: str, dest: Path, expected_sha256: str | None) -> dict[str, Any]:
+        """Download the version at `key` into `dest` (replaced), every file verified against
+        the manifest and the manifest against `expected_sha256`; returns the manifest."""
+        loc = S3Location(self.config.bucket, key if key.endswith("/") else key + "/")
+        try:
+            manifest = json.loads(self._get(loc.key + MANIFEST))
+        except FileNotFoundError:
+            raise NotPublished(f"{loc.uri}: no {MANIFEST}: no model was published there") from None
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{loc.uri}{MANIFEST}: not JSON: {e}") from None
+        check_manifest(manifest, expected_sha256, loc.uri)
+        dest = Path(dest)
+        stage = dest.with_name(f".{dest.name}.fetch-{os.getpid()}")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        try:
+            for name, meta in manifest["files"].items():
+                try:
+                    data = self._get(loc.key + name)
+                except FileNotFoundError:
+                    raise NotPublished(
+                        f"{loc.uri}{name}: listed in the manifest but missing"
+                    ) from None
+                got = hashlib.sha256(data).hexdigest()
+                if got != meta.get("sha256"):
+                    raise ChecksumMismatch(
+                        f"{loc.uri}{name}: sha256 {got} does not match {meta.get('sha256')} "
+                        "in the manifest; refusing to use it"
+                    )
+                target = stage / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(stage, dest)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return manifest
+
+
+def store_for_uri(uri: str, config: StoreConfig | None = None) -> tuple[ArtifactStore, str]:
+    """An ArtifactStore for the bucket an s3:// URI names (endpoint and region from `config`
+    or the environment) and the key within it."""
+    loc = parse_s3_uri(uri)
+    base = config or StoreConfig.from_env() or StoreConfig()
+    cfg = StoreConfig(
+        endpoint=base.endpoint, bucket=loc.bucket, prefix=base.prefix, region=base.region
+    )
+    return ArtifactStore(cfg), loc.key
