@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -132,6 +133,17 @@ async def stop_informers(memo: kopf.Memo, **_) -> None:
         informer.stop()
 
 
+def settings_for(args: argparse.Namespace, env: Settings) -> Settings:
+    """The environment's settings with the flags over them; every other setting (the artifact
+    store, the images) is the environment's."""
+    return dataclasses.replace(
+        env,
+        namespaces=tuple(args.namespace) or env.namespaces,
+        metrics_port=env.metrics_port if args.metrics_port is None else args.metrics_port,
+        health_port=env.health_port if args.health_port is None else args.health_port,
+    )
+
+
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tauon-operator run", description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -148,16 +160,7 @@ def run(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv or [])
-    env = Settings.from_env()
-    settings = Settings(
-        runtime_image=env.runtime_image,
-        image_pull_policy=env.image_pull_policy,
-        namespaces=tuple(args.namespace) or env.namespaces,
-        metrics_port=env.metrics_port if args.metrics_port is None else args.metrics_port,
-        health_port=env.health_port if args.health_port is None else args.health_port,
-        run_as_user=env.run_as_user,
-        cluster_domain=env.cluster_domain,
-    )
+    settings = settings_for(args, Settings.from_env())
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
