@@ -254,12 +254,14 @@ class Reporter:
         self.status = status if enabled else None
         self.status_for = status_for
 
-    def event(self, name: str, **fields: Any) -> dict[str, Any]:
-        record = {"event": name, "time": round(time.time(), 3), **fields}
+    def event(self, event: str, /, **fields: Any) -> dict[str, Any]:
+        """One JSON line `{"event": ..., "time": ..., **fields}` (a field may be called
+        `name`: the event is positional only)."""
+        record = {"event": event, "time": round(time.time(), 3), **fields}
         if not self.enabled:
             return record
         print(json.dumps(record, default=str), file=self.stream or sys.stdout, flush=True)
-        self.to_status(name, fields, final=name in self.FINAL_EVENTS)
+        self.to_status(event, fields, final=event in self.FINAL_EVENTS)
         return record
 
     def to_status(self, name: str, fields: dict[str, Any], final: bool = False) -> None:

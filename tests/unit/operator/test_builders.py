@@ -191,9 +191,69 @@ def test_the_edge_image_comes_from_the_environment():
     assert Settings.from_env({}).runtime_edge_image == "ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0"
 
 
-def test_https_model_uris_are_refused_clearly():
-    with pytest.raises(ValueError, match="pvc://"):
-        ResolvedModel.from_uri("https://example.com/m.safetensors", "a" * 64)
+def test_unknown_model_uri_schemes_are_refused_clearly():
+    with pytest.raises(ValueError, match="pvc://, s3:// and https://"):
+        ResolvedModel.from_uri("gs://bucket/m.safetensors", "a" * 64)
+
+
+STORE = Settings(store_endpoint="http://127.0.0.1:8333", store_bucket="models",
+                 store_secret="tauon-store")
+S3_MODEL = "s3://team-models/tauon/ml/models/mnist/" + "a" * 64 + "/"
+
+
+@pytest.mark.parametrize("uri,bucket", [(S3_MODEL, "team-models"),
+                                        ("https://models.example.com/mnist/v1/", None)])
+def test_a_remote_model_is_fetched_and_verified_before_the_server_starts(uri, bucket):
+    md = cr("ModelDeployment", "web", {"model": {"uri": uri, "sha256": "a" * 64}})
+    kids = by_kind(modeldeployment.build(md, STORE, ResolvedModel.from_uri(uri, "a" * 64)))
+    pod = kids["Deployment"][0]["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["name"] == "storage-initializer"
+    assert init["args"] == ["fetch", "--uri", uri, "--sha256", "a" * 64, "--dest", "/models/model"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    model = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert model == {"name": "model", "emptyDir": {}}  # no claim: any namespace, any node
+    env = {e["name"]: e for e in init["env"]}
+    if bucket:
+        assert env["TAUON_STORE_BUCKET"]["value"] == bucket  # the URI's bucket, not the default
+        assert env["TAUON_STORE_ENDPOINT"]["value"] == "http://127.0.0.1:8333"
+        # credentials by reference only: never a value in the spec
+        assert env["AWS_SECRET_ACCESS_KEY"] == {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {
+            "secretKeyRef": {"name": "tauon-store", "key": "AWS_SECRET_ACCESS_KEY"}}}
+    else:
+        assert not any(k.startswith(("TAUON_STORE", "AWS_")) for k in env)
+    serve = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert (serve["modelDir"], serve["expectedSha256"]) == ("/models/model", "a" * 64)
+    assert not any(m["name"] == "model" for m in init["volumeMounts"] if m.get("readOnly"))
+    [server] = pod["containers"]
+    assert {"name": "model", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
+
+
+def test_every_component_publishes_to_the_store_only_when_one_is_configured():
+    def store_env(children):
+        return {e["name"] for spec in all_pod_specs(children) for c in spec["containers"]
+                for e in c.get("env", []) if e["name"].startswith("TAUON_STORE")}
+
+    ds = cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}})
+    assert store_env(dataset.build(ds, S)) == set()
+    assert "TAUON_STORE_BUCKET" in store_env(dataset.build(ds, STORE))
+    assert "TAUON_STORE_BUCKET" in store_env(trainingjob.build(tj(), STORE, 0))
+    # output.store: pvc keeps the model on the output claim even where a store is configured
+    assert store_env(trainingjob.build(tj(output={"store": "pvc"}), STORE, 0)) == set()
+    run = json.loads(by_kind(trainingjob.build(tj(), STORE, 0))["ConfigMap"][0]["data"]["run.json"])
+    assert run["output"]["modelName"] == "mnist"  # the model is named after its TrainingJob
+
+
+def test_claims_ask_only_for_what_block_storage_offers():
+    children = [*dataset.build(cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}}), S),
+                *trainingjob.build(tj(workers=2), S, 0),
+                *modeldeployment.build(
+                    cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "x"}},
+                                                  "feedback": {"enabled": True}}),
+                    S, ResolvedModel("x-output", "model", "a" * 64))]
+    claims = by_kind(children)["PersistentVolumeClaim"]
+    assert len(claims) == 3
+    assert all(c["spec"]["accessModes"] == ["ReadWriteOnce"] for c in claims)
 
 
 def test_model_deployment_children():
@@ -227,3 +287,16 @@ def test_autoscaling_leaves_replicas_to_the_hpa():
     assert "replicas" not in kids["Deployment"][0]["spec"]
     hpa = kids["HorizontalPodAutoscaler"][0]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+
+
+def test_the_operators_flags_keep_every_setting_from_the_environment():
+    import argparse
+
+    from tauon_operator.main import settings_for
+
+    env = Settings.from_env({"TAUON_STORE_BUCKET": "models", "TAUON_STORE_SECRET": "tauon-store",
+                             "TAUON_RUNTIME_EDGE_IMAGE": "r.example/edge:1"})
+    got = settings_for(argparse.Namespace(namespace=["a"], metrics_port=0, health_port=None), env)
+    assert (got.store_bucket, got.store_secret, got.runtime_edge_image) == (
+        "models", "tauon-store", "r.example/edge:1")
+    assert (got.namespaces, got.metrics_port, got.health_port) == (("a",), 0, env.health_port)
