@@ -1,10 +1,14 @@
-"""`tauon-runtime prepare|train|serve [--config PATH]`: the runtime image's one entry point.
+"""`tauon-runtime prepare|train|serve|fetch`: the runtime image's one entry point.
 
 The run config comes from `--config PATH`, else env TAUON_RUN_CONFIG (a path), else env
 TAUON_RUN_CONFIG_JSON (inline JSON). Progress goes to stdout as one JSON object per line.
 
-Exit codes: 0 success; 1 failure (data, integrity, training); 2 invalid config or usage;
-3 model rejected by `evaluation.minimum` (prepare/train) or refused by serve.
+`fetch --uri URI --sha256 DIGEST --dest DIR` is the serving pod's storage initializer: it
+downloads a published model version (s3:// or https://) and verifies every file.
+
+Exit codes: 0 success; 1 failure (data, integrity, training, an unreachable store); 2 invalid
+config or usage; 3 model rejected by `evaluation.minimum` (prepare/train), refused by serve, or
+not the published digest (fetch).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ _COMMANDS = {
     "prepare": "fetch, verify, split and describe a Dataset into a versioned layout",
     "train": "train a model (one process or DDP under torchrun), checkpoint, evaluate, export",
     "serve": "serve an exported model over HTTP (Open Inference Protocol v2, /v1/predict)",
+    "fetch": "download a published model version (s3:// or https://), verifying every file",
 }
 
 
@@ -30,9 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train,serve}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{prepare,train,serve,fetch}"
+    )
     for name, text in _COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
+        if name == "fetch":
+            p.add_argument("--uri", required=True, help="s3://<bucket>/<key>/ or https://...")
+            p.add_argument("--sha256", required=True, help="the weights' digest to accept")
+            p.add_argument("--dest", required=True, metavar="DIR", help="directory to fill")
+            continue
         p.add_argument(
             "--config",
             metavar="PATH",
@@ -59,7 +71,7 @@ def _run(command: str, config_path: str | None) -> int:
         return ExitCode.INVALID_CONFIG
     try:
         if command == "prepare":
-            from tauon_runtime.data.prepare import prepare, status_patch
+            from tauon_runtime.data.prepare import FINISHED_FIELDS, prepare, status_patch
 
             reporter = Reporter(status=StatusReporter.from_env(), status_for=status_patch)
             try:
@@ -70,10 +82,7 @@ def _run(command: str, config_path: str | None) -> int:
                 {
                     "event": "finished",
                     "result": "succeeded",
-                    **{
-                        k: result[k]
-                        for k in ("digest", "counts", "numClasses", "shape", "bytes", "path")
-                    },
+                    **{k: result[k] for k in FINISHED_FIELDS if k in result and k != "classes"},
                 }
             )
         else:
@@ -97,6 +106,30 @@ def _run(command: str, config_path: str | None) -> int:
         return ExitCode.FAILED
 
 
+def _fetch(uri: str, sha256: str, dest: str) -> int:
+    """The storage initializer: a mismatch or a missing version is permanent (3), an
+    unreachable store is retried by the kubelet (1); the reason goes to the termination log."""
+    from pathlib import Path
+
+    from tauon_runtime.report import write_termination_log
+    from tauon_runtime.store import ChecksumMismatch, NotPublished, StoreError, fetch_uri
+
+    try:
+        manifest = fetch_uri(uri, Path(dest), sha256)
+    except (StoreError, ValueError) as e:
+        reason = e.reason if isinstance(e, StoreError) else "InvalidModelURI"
+        print(f"tauon-runtime fetch: {reason}: {e}", file=sys.stderr)
+        write_termination_log(
+            {"event": "error", "result": "failed", "error": reason, "message": str(e)}
+        )
+        permanent = isinstance(e, ChecksumMismatch | NotPublished | ValueError)
+        return ExitCode.REJECTED if permanent else ExitCode.FAILED
+    files = manifest["files"]
+    print(f"tauon-runtime fetch: {uri} -> {dest}: {len(files)} files verified, sha256 {sha256}")
+    write_termination_log({"event": "fetched", "result": "succeeded", "sha256": sha256})
+    return ExitCode.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":  # the serve package owns its arguments
@@ -104,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "fetch":
+        return _fetch(args.uri, args.sha256, args.dest)
     return _run(args.command, args.config)
 
 

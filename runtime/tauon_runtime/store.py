@@ -4,6 +4,9 @@ immutable keys, published atomically and verified end to end.
     s3://<bucket>/<prefix>/<namespace>/models/<name>/<sha256>/
         model.safetensors  model.json  [model.onnx ...]   every file of the exported directory
         manifest.json                                      written LAST: {files: {name: sha256}}
+    s3://<bucket>/<prefix>/<namespace>/datasets/<name>/<digest>/
+        version/{train,validation,test}.safetensors  version/manifest.json   a prepared version
+        manifest.json
 
 `sha256` in the key is the digest of the weights (the model card's `sha256`, what
 `status.model.sha256` reports and a ModelDeployment pins). A version exists only once its
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +35,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tauon_runtime.contract.keys import (
+    ENV_NAMESPACE,
+    ENV_STATUS_TARGET,
     ENV_STORE_BUCKET,
     ENV_STORE_ENDPOINT,
     ENV_STORE_PREFIX,
@@ -86,12 +92,21 @@ def parse_s3_uri(uri: str) -> S3Location:
     return S3Location(parsed.netloc, key)
 
 
-def model_key(prefix: str, namespace: str, name: str, sha256: str) -> str:
-    """The immutable key (a "directory", ending in /) of one model version."""
+def _version_key(prefix: str, namespace: str, kind: str, name: str, sha256: str) -> str:
     if not _SHA256.match(sha256):
         raise ValueError(f"sha256 {sha256!r} is not 64 lowercase hexadecimal characters")
-    parts = [p for p in prefix.strip("/").split("/") if p] + [namespace, "models", name, sha256]
+    parts = [p for p in prefix.strip("/").split("/") if p] + [namespace, kind, name, sha256]
     return "/".join(parts) + "/"
+
+
+def model_key(prefix: str, namespace: str, name: str, sha256: str) -> str:
+    """The immutable key (a "directory", ending in /) of one model version."""
+    return _version_key(prefix, namespace, "models", name, sha256)
+
+
+def dataset_key(prefix: str, namespace: str, name: str, digest: str) -> str:
+    """The immutable key of one prepared dataset version (`digest`: `sha256:<hex>`)."""
+    return _version_key(prefix, namespace, "datasets", name, digest.removeprefix("sha256:"))
 
 
 def sha256_file(path: Path) -> str:
@@ -160,6 +175,15 @@ class StoreConfig:
         )
 
 
+def owner_from_env(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(namespace, name) of the resource this pod works for, from the status target the
+    operator sets (`<group>/<version>/namespaces/<ns>/<plural>/<name>`)."""
+    env = dict(os.environ if env is None else env)
+    parts = env.get(ENV_STATUS_TARGET, "").strip("/").split("/")
+    namespace = env.get(ENV_NAMESPACE) or (parts[3] if len(parts) == 6 else "default")
+    return namespace, parts[5] if len(parts) == 6 else ""
+
+
 class ArtifactStore:
     """Publish and fetch model versions in one bucket."""
 
@@ -212,9 +236,12 @@ class ArtifactStore:
         return bytes(self._call(f"GET {key}", obstore.get, self.client, key).bytes())
 
     # ----------------------------------------------------------------- publish
-    def publish(self, model_dir: Path, key: str, sha256: str, card: dict[str, Any]) -> str:
-        """Upload every file of `model_dir` under `key`, verify each, then write the manifest.
-        Idempotent: a version already published with this digest is left as it is."""
+    def publish(
+        self, model_dir: Path, key: str, sha256: str, card: dict[str, Any], under: str = ""
+    ) -> str:
+        """Upload every file of `model_dir` under `key` (below `under`, a relative folder, when
+        given), verify each, then write the manifest. Idempotent: a version already published
+        with this digest is left as it is."""
         import obstore
 
         loc = S3Location(self.config.bucket, key)
@@ -224,11 +251,14 @@ class ArtifactStore:
             return loc.uri  # immutable: never rewritten
         except FileNotFoundError:
             pass
-        files = directory_files(Path(model_dir))
+        under = under.strip("/") + "/" if under.strip("/") else ""
+        local = directory_files(Path(model_dir))
+        files = {under + rel: meta for rel, meta in local.items()}
         manifest = manifest_for(files, sha256, card)
-        for name, meta in files.items():
+        for rel, meta in local.items():
+            name = under + rel
             self._call(
-                f"PUT {key}{name}", obstore.put, self.client, key + name, Path(model_dir) / name
+                f"PUT {key}{name}", obstore.put, self.client, key + name, Path(model_dir) / rel
             )
             got = hashlib.sha256(self._get(key + name)).hexdigest()
             if got != meta["sha256"]:
@@ -249,40 +279,84 @@ class ArtifactStore:
         """Download the version at `key` into `dest` (replaced), every file verified against
         the manifest and the manifest against `expected_sha256`; returns the manifest."""
         loc = S3Location(self.config.bucket, key if key.endswith("/") else key + "/")
-        try:
-            manifest = json.loads(self._get(loc.key + MANIFEST))
-        except FileNotFoundError:
-            raise NotPublished(f"{loc.uri}: no {MANIFEST}: no model was published there") from None
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{loc.uri}{MANIFEST}: not JSON: {e}") from None
-        check_manifest(manifest, expected_sha256, loc.uri)
-        dest = Path(dest)
-        stage = dest.with_name(f".{dest.name}.fetch-{os.getpid()}")
+        return fetch_version(lambda name: self._get(loc.key + name), loc.uri, dest, expected_sha256)
+
+
+def fetch_version(
+    get: Callable[[str], bytes], where: str, dest: Path, expected_sha256: str | None
+) -> dict[str, Any]:
+    """Fetch one published version through `get(name) -> bytes` (FileNotFoundError for a
+    missing object): the manifest, checked against `expected_sha256`, then every file it lists,
+    each verified before anything is moved into `dest` (replaced atomically)."""
+    try:
+        manifest = json.loads(get(MANIFEST))
+    except FileNotFoundError:
+        raise NotPublished(f"{where}: no {MANIFEST}: no model was published there") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{where}{MANIFEST}: not JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{where}{MANIFEST}: not a Tauon model manifest")
+    check_manifest(manifest, expected_sha256, where)
+    dest = Path(dest)
+    stage = dest.with_name(f".{dest.name}.fetch-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        for name, meta in manifest["files"].items():
+            try:
+                data = get(name)
+            except FileNotFoundError:
+                raise NotPublished(f"{where}{name}: listed in the manifest but missing") from None
+            got = hashlib.sha256(data).hexdigest()
+            if got != (meta or {}).get("sha256"):
+                raise ChecksumMismatch(
+                    f"{where}{name}: sha256 {got} does not match {(meta or {}).get('sha256')} "
+                    "in the manifest; refusing to use it"
+                )
+            target = stage / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(stage, dest)
+    finally:
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
+    return manifest
+
+
+def http_getter(base_url: str, timeout_s: float = 20.0) -> Callable[[str], bytes]:
+    """GET `<base_url>/<name>` over http(s): a version published to a bucket that is served
+    over HTTPS (or any web server holding the same layout). 404 is FileNotFoundError."""
+    import urllib.error
+    import urllib.request
+
+    base = base_url if base_url.endswith("/") else base_url + "/"
+
+    def get(name: str) -> bytes:
+        url = base + name
         try:
-            for name, meta in manifest["files"].items():
-                try:
-                    data = self._get(loc.key + name)
-                except FileNotFoundError:
-                    raise NotPublished(
-                        f"{loc.uri}{name}: listed in the manifest but missing"
-                    ) from None
-                got = hashlib.sha256(data).hexdigest()
-                if got != meta.get("sha256"):
-                    raise ChecksumMismatch(
-                        f"{loc.uri}{name}: sha256 {got} does not match {meta.get('sha256')} "
-                        "in the manifest; refusing to use it"
-                    )
-                target = stage / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(stage, dest)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        return manifest
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                return bytes(resp.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise FileNotFoundError(url) from None
+            raise StoreError(f"GET {url}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise StoreError(f"GET {url}: {getattr(e, 'reason', e)}") from None
+
+    return get
+
+
+def fetch_uri(uri: str, dest: Path, expected_sha256: str) -> dict[str, Any]:
+    """The storage initializer: the model version at an s3:// or https:// URI into `dest`."""
+    scheme = urlparse(uri).scheme
+    if scheme == "s3":
+        store, key = store_for_uri(uri)
+        return store.fetch(key, dest, expected_sha256)
+    if scheme in ("https", "http"):
+        where = uri if uri.endswith("/") else uri + "/"
+        return fetch_version(http_getter(uri), where, dest, expected_sha256)
+    raise ValueError(f"{uri!r}: only s3:// and https:// models are fetched")
 
 
 def store_for_uri(uri: str, config: StoreConfig | None = None) -> tuple[ArtifactStore, str]:

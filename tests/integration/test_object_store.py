@@ -4,9 +4,17 @@ unreachable endpoint each fail the way a user reads them."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import obstore
 import pytest
@@ -97,3 +105,112 @@ def test_wrong_credentials_and_unreachable_endpoint_fail_fast_and_clearly(s3, mo
     with pytest.raises(StoreError, match="127.0.0.1:9"):
         gone.fetch("tauon/x/", s3.state_dir / "out", None)
     assert time.monotonic() - t0 < 15
+
+
+# --- the storage initializer (`tauon-runtime fetch`) as a serving pod runs it ------------------
+
+def fetch_cli(tmp_path, env: dict, uri: str, sha: str) -> tuple[int, dict, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "termination-log"
+    dest = tmp_path / "models" / "model"
+    run = subprocess.run(
+        [sys.executable, "-m", "tauon_runtime", "fetch", "--uri", uri, "--sha256", sha,
+         "--dest", str(dest)],
+        env={**os.environ, "TAUON_TERMINATION_LOG": str(log), **env},
+        capture_output=True, text=True, timeout=120)
+    return run.returncode, json.loads(log.read_text()) if log.exists() else {}, dest
+
+
+def store_env(s3, endpoint: str | None = None) -> dict:
+    return {"TAUON_STORE_ENDPOINT": endpoint or s3.endpoint, "TAUON_STORE_BUCKET": s3.bucket,
+            "TAUON_STORE_REGION": s3.region, "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+
+
+def test_the_storage_initializer_fetches_verifies_and_says_why_it_refuses(artifacts, s3, tmp_path):
+    d, sha = exported(tmp_path, b"weights-init")
+    uri = artifacts.publish(d, model_key("tauon", "team-b", "init", sha), sha, {})
+    code, result, dest = fetch_cli(tmp_path / "ok", store_env(s3), uri, sha)
+    assert (code, result["result"]) == (0, "succeeded")
+    assert (dest / "model.safetensors").read_bytes() == b"weights-init"
+    # Another digest than the published one: permanent (exit 3), with the reason for status.
+    code, result, dest = fetch_cli(tmp_path / "other", store_env(s3), uri, "c" * 64)
+    assert (code, result["error"]) == (3, "ChecksumMismatch") and not dest.exists()
+    # Nothing published at the key.
+    code, result, _ = fetch_cli(tmp_path / "none", store_env(s3), uri.replace("/init/", "/nope/"), sha)
+    assert (code, result["error"]) == (3, "ModelNotPublished")
+    # A wrong endpoint: retryable (exit 1), StoreUnavailable naming the endpoint, within seconds.
+    t0 = time.monotonic()
+    code, result, _ = fetch_cli(tmp_path / "gone", store_env(s3, "http://127.0.0.1:9"), uri, sha)
+    assert (code, result["error"]) == (1, "StoreUnavailable")
+    assert "127.0.0.1:9" in result["message"] and time.monotonic() - t0 < 60
+
+
+def test_an_https_model_is_fetched_from_the_same_layout(tmp_path):
+    """A version served over HTTP(S) (a bucket's web endpoint, any web server) as published."""
+    d, sha = exported(tmp_path, b"weights-http")
+    site = tmp_path / "site" / "digits" / "v1"
+    site.mkdir(parents=True)
+    files = {}
+    for f in d.iterdir():
+        (site / f.name).write_bytes(f.read_bytes())
+        files[f.name] = {"sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "size": f.stat().st_size}
+    (site / MANIFEST).write_text(json.dumps({"version": 1, "sha256": sha, "files": files}))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/digits/v1/"
+        code, result, dest = fetch_cli(tmp_path / "ok", {}, base, sha)
+        assert code == 0, result
+        assert (dest / "model.safetensors").read_bytes() == b"weights-http"
+        (site / "model.safetensors").write_bytes(b"tampered on the web server")
+        code, result, dest = fetch_cli(tmp_path / "bad", {}, base, sha)
+        assert (code, result["error"]) == (3, "ChecksumMismatch") and not dest.exists()
+    finally:
+        server.shutdown()
+
+
+PUBLISH = """
+import sys
+from pathlib import Path
+from tauon_runtime.store import ArtifactStore, StoreConfig
+cfg = StoreConfig.from_env()
+print(ArtifactStore(cfg).publish(Path(sys.argv[1]), sys.argv[2], sys.argv[3], {}), flush=True)
+"""
+
+
+def test_a_publisher_killed_during_the_upload_leaves_no_model_and_the_retry_publishes_one(
+        artifacts, s3, tmp_path):
+    """What a training pod killed while uploading leaves: objects, but no manifest, so no
+    version; the next attempt publishes exactly one."""
+    d = tmp_path / "model"
+    d.mkdir()
+    weights = os.urandom(48 << 20)  # big enough to be killed half-way
+    (d / "model.safetensors").write_bytes(weights)
+    (d / "model.json").write_text("{}")  # uploaded first (files go in name order)
+    sha = hashlib.sha256(weights).hexdigest()
+    key = model_key("tauon", "team-a", "killed", sha)
+    env = {**os.environ, **store_env(s3)}
+    proc = subprocess.Popen([sys.executable, "-c", PUBLISH, str(d), key, sha], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    client = s3.client()
+    deadline = time.monotonic() + 60
+    while not any(o["path"] == key + "model.json" for b in obstore.list(client, key) for o in b):
+        assert proc.poll() is None, "the upload finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    listed = [o["path"] for b in obstore.list(client, key) for o in b]
+    assert key + MANIFEST not in listed, listed
+    with pytest.raises(NotPublished):
+        artifacts.fetch(key, tmp_path / "out", sha)
+    retry = subprocess.run([sys.executable, "-c", PUBLISH, str(d), key, sha], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert retry.returncode == 0, retry.stderr
+    versions = {o["path"] for b in obstore.list(client, "tauon/team-a/models/killed/") for o in b
+                if o["path"].endswith(MANIFEST)}
+    assert versions == {key + MANIFEST}
+    assert artifacts.fetch(key, tmp_path / "out", sha)["sha256"] == sha
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights

@@ -209,6 +209,9 @@ class Evaluation(ContractModel):
     )
 
 
+OutputStore = Literal["default", "pvc"]
+
+
 class Output(ContractModel):
     """Where the trained model goes."""
 
@@ -219,6 +222,14 @@ class Output(ContractModel):
         pattern=DNS_LABEL,
         description="Name of the exported model. Unset: the TrainingJob's name. The artifact "
         "(safetensors weights plus a JSON model card) is recorded in status.model.",
+    )
+    store: OutputStore = Field(
+        "default",
+        description="Where the exported model is published. `default`: the artifact store the "
+        "operator is configured with (object storage: an immutable version at "
+        "`s3://<bucket>/<prefix>/<namespace>/models/<name>/<sha256>/`), or the output claim "
+        "when it has none. `pvc`: the output claim (`pvc://<job>-output/model`), even where a "
+        "store is configured.",
     )
 
 

@@ -32,6 +32,7 @@ from tauon_runtime import tasks
 from tauon_runtime.contract import PrepareConfig, Splits
 from tauon_runtime.data.sources import DataError, RawData
 from tauon_runtime.report import Reporter
+from tauon_runtime.store import ArtifactStore, StoreConfig, dataset_key, owner_from_env
 
 SPLITS = ("train", "validation", "test")
 LAYOUT_VERSION = 1
@@ -85,16 +86,41 @@ def prepare(cfg: PrepareConfig, reporter: Reporter | None = None) -> dict[str, A
             shutil.rmtree(out, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
+    if (store := StoreConfig.from_env()) is not None:
+        manifest = {
+            **manifest,
+            "location": publish_version(store, out / manifest["path"], manifest),
+        }
     reporter.event(
         "finished",
         command="prepare",
         result="succeeded",
-        **{
-            k: manifest[k]
-            for k in ("digest", "counts", "classes", "numClasses", "shape", "bytes", "path")
-        },
+        **{k: manifest[k] for k in FINISHED_FIELDS if k in manifest},
     )
     return manifest
+
+
+FINISHED_FIELDS = (
+    "digest",
+    "counts",
+    "classes",
+    "numClasses",
+    "shape",
+    "bytes",
+    "path",
+    "location",
+)
+
+
+def publish_version(store: StoreConfig, version_dir: Path, manifest: dict[str, Any]) -> str:
+    """The prepared version, also in the artifact store under its content digest (immutable,
+    the store's manifest last): any cluster can train from it. Returns its s3:// URI."""
+    namespace, name = owner_from_env()
+    key = dataset_key(store.prefix, namespace, name or "dataset", manifest["digest"])
+    card = {"name": name, "task": manifest["task"], "datasetDigest": manifest["digest"]}
+    return ArtifactStore(store).publish(
+        version_dir, key, manifest["digest"].removeprefix("sha256:"), card, under="version"
+    )
 
 
 def _write_version(cfg: PrepareConfig, raw: RawData, out: Path, work: Path) -> dict[str, Any]:
@@ -142,6 +168,5 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     """What the Dataset's status learns from a prepare event."""
     if event != "finished":
         return None
-    return {
-        "status": {k: fields[k] for k in ("digest", "counts", "classes", "bytes") if k in fields}
-    }
+    keys = ("digest", "counts", "classes", "bytes", "location")
+    return {"status": {k: fields[k] for k in keys if k in fields}}

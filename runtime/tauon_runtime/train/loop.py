@@ -24,6 +24,7 @@ from tauon_runtime.contract import EarlyStopping, Hyperparameters, TrainConfig
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
 from tauon_runtime.report import Reporter, StatusReporter
+from tauon_runtime.store import ArtifactStore, StoreConfig, model_key, owner_from_env
 from tauon_runtime.train import distributed
 from tauon_runtime.train.checkpoint import Checkpointer, rng_state, set_rng_state
 from tauon_runtime.train.metrics import evaluate, improved
@@ -414,6 +415,7 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
             **tasks.get(data.task).card_fields(data.manifest),
             "metrics": test,
             "datasetDigest": data.digest,
+            **({"trainingJob": job} if (job := owner_from_env()[1]) else {}),
             "training": {
                 "epochs": state.epoch,
                 "steps": state.step,
@@ -425,7 +427,20 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
         check_inputs=(run.test_split if has_test else run.val_split).x,
         check_split="test" if has_test else "validation",
     )
-    result["model"] = {"location": str(out / "model"), "sha256": card["sha256"], "metrics": test}
+    result["model"] = {
+        "location": str(out / "model"),
+        "sha256": card["sha256"],
+        "metrics": test,
+        "name": card["name"],
+        "datasetDigest": data.digest,
+        **({"trainingJob": card["trainingJob"]} if "trainingJob" in card else {}),
+    }
+    if (store := StoreConfig.from_env()) is not None:
+        # A version in the artifact store: every file uploaded and verified, the manifest last.
+        key = model_key(store.prefix, owner_from_env()[0], card["name"], card["sha256"])
+        result["model"]["location"] = ArtifactStore(store).publish(
+            out / "model", key, card["sha256"], card
+        )
     reporter.event("exported", **result["model"], onnx=card.get("onnx"))
 
 
@@ -446,5 +461,6 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     elif event == "checkpoint":
         status["latestCheckpoint"] = fields["path"]
     elif event == "exported":
-        status["model"] = {k: fields[k] for k in ("location", "sha256", "metrics")}
+        keys = ("location", "sha256", "metrics", "name", "datasetDigest", "trainingJob")
+        status["model"] = {k: fields[k] for k in keys if k in fields}
     return {"status": status} if status else None
