@@ -42,12 +42,25 @@ def _body(obj: Mapping[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
+def _ended(t: Mapping[str, Any] | None) -> tuple | None:
+    return (t.get("exitCode"), t.get("reason"), t.get("message")) if t else None
+
+
 def _container(cs: Mapping[str, Any]) -> tuple:
     state = cs.get("state") or {}
-    waiting = (state.get("waiting") or {}).get("reason")
-    t = state.get("terminated")
-    ended = (t.get("exitCode"), t.get("reason"), t.get("message")) if t else None
-    return (cs.get("name"), cs.get("ready"), cs.get("restartCount"), waiting, ended)
+    waiting = state.get("waiting") or {}
+    # A config error's message names what is missing (a Secret, a ConfigMap); a back-off's
+    # message only counts seconds.
+    why = waiting.get("message") if waiting.get("reason") == "CreateContainerConfigError" else None
+    return (
+        cs.get("name"),
+        cs.get("ready"),
+        cs.get("restartCount"),
+        waiting.get("reason"),
+        why,
+        _ended(state.get("terminated")),
+        _ended((cs.get("lastState") or {}).get("terminated")),
+    )
 
 
 def _pod(obj: Mapping[str, Any]) -> tuple:
@@ -58,6 +71,7 @@ def _pod(obj: Mapping[str, Any]) -> tuple:
         st.get("phase"),
         st.get("reason"),
         _conditions(st),
+        [_container(cs) for cs in st.get("initContainerStatuses") or []],
         [_container(cs) for cs in st.get("containerStatuses") or []],
     )
 

@@ -6,6 +6,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tauon_runtime.contract.keys import (
+    ENV_STORE_BUCKET,
+    ENV_STORE_ENDPOINT,
+    ENV_STORE_PREFIX,
+    ENV_STORE_REGION,
+)
+
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/tauon-dev/tauon-runtime:0.1.0"
 DEFAULT_RUNTIME_EDGE_IMAGE = "ghcr.io/tauon-dev/tauon-runtime-edge:0.1.0"  # no torch: onnx serving
 
@@ -24,6 +31,14 @@ class Settings:
     master_port: int = 29500  # torchrun's rendezvous port on worker 0
     serve_port: int = 8080
     cluster_domain: str = "cluster.local"
+    # The artifact store (S3-compatible object storage); no bucket: models stay on PVCs. The
+    # credentials Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) must exist in each
+    # namespace that trains or serves from the store: pods read it by secretKeyRef.
+    store_endpoint: str = ""
+    store_bucket: str = ""
+    store_prefix: str = "tauon"
+    store_region: str = "us-east-1"
+    store_secret: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -38,4 +53,9 @@ class Settings:
             health_port=int(env.get("TAUON_HEALTH_PORT", "8081")),
             run_as_user=int(env.get("TAUON_RUN_AS_USER", "65532")),
             cluster_domain=env.get("TAUON_CLUSTER_DOMAIN", "cluster.local"),
+            store_endpoint=env.get(ENV_STORE_ENDPOINT, ""),
+            store_bucket=env.get(ENV_STORE_BUCKET, ""),
+            store_prefix=env.get(ENV_STORE_PREFIX, "tauon"),
+            store_region=env.get(ENV_STORE_REGION) or "us-east-1",
+            store_secret=env.get("TAUON_STORE_SECRET", ""),
         )

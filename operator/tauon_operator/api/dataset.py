@@ -192,3 +192,9 @@ class DatasetStatus(StatusModel):
     claim_name: str | None = Field(
         None, description="The PersistentVolumeClaim holding the prepared data."
     )
+    location: str | None = Field(
+        None,
+        description="Where the prepared version is published in the artifact store (an "
+        "immutable `s3://<bucket>/<prefix>/<namespace>/datasets/<name>/<digest>/`), when the "
+        "operator has one.",
+    )

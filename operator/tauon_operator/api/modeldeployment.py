@@ -27,13 +27,20 @@ from .common import (
     rules,
 )
 
-# pvc://<claim>[/<path>]: the claim is a PersistentVolumeClaim's name (a DNS subdomain). The
-# operator serves nothing else yet (builders.modeldeployment.ResolvedModel): https or s3 would be
-# accepted here and then fail, so they are refused here.
+# Where a model can be served from. pvc://<claim>[/<path>]: a PersistentVolumeClaim in the same
+# namespace (a DNS subdomain), mounted read-only. s3://<bucket>/<key>/ and https://<host>/<path>/:
+# a version published to object storage (a manifest and its files), fetched and verified by the
+# serving pod's storage initializer, from any namespace or cluster.
 PVC_URI = "^pvc://" + DNS_SUBDOMAIN.strip("^$") + r"(/\S*)?$"
-PVC_URI_MESSAGE = (
-    "must be pvc://<claim>/<path>: the name of a PersistentVolumeClaim, then the model's path "
-    "in it (https and s3 are not served yet)"
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$"
+HTTPS_URI = r"^https://[^/\s]+/\S*$"
+MODEL_URI_MESSAGE = (
+    "must be pvc://<claim>/<path> (a PersistentVolumeClaim in this namespace), "
+    "s3://<bucket>/<key> or https://<host>/<path> (a model version in object storage)"
+)
+S3_URI_MESSAGE = (
+    "an s3:// URI must name a bucket and a key: s3://<bucket>/<key> (bucket: 3-63 lowercase "
+    "letters, digits, dots and hyphens)"
 )
 
 
@@ -62,12 +69,28 @@ class ModelSource(ApiModel):
     uri: str | None = Field(
         None,
         max_length=2048,
-        description="Location of a model directory or safetensors file on a "
-        "PersistentVolumeClaim in the same namespace: `pvc://<claim>/<path>`.",
-        json_schema_extra=rules(cel(f"self.matches(r'{PVC_URI}')", PVC_URI_MESSAGE)),
+        description="Location of the model. `pvc://<claim>/<path>`: a model directory or "
+        "safetensors file on a PersistentVolumeClaim in the same namespace. "
+        "`s3://<bucket>/<key>` or `https://<host>/<path>`: a model version in object storage "
+        "(its manifest.json and files, as a TrainingJob publishes them to the artifact store), "
+        "from any namespace or cluster; the serving pods download it with the store's "
+        "credentials Secret and verify every file before they start.",
+        json_schema_extra=rules(
+            cel(
+                "!self.startsWith('s3:') || self.matches(r'" + S3_URI + "')",
+                S3_URI_MESSAGE,
+            ),
+            cel(
+                f"self.matches(r'{PVC_URI}') || self.matches(r'{S3_URI}') || "
+                f"self.matches(r'{HTTPS_URI}') || self.startsWith('s3:')",
+                MODEL_URI_MESSAGE,
+            ),
+        ),
     )
     sha256: Sha256 | None = Field(
-        None, description="Required with uri: SHA-256 of the weights; a mismatch is not served."
+        None,
+        description="Required with uri: SHA-256 of the weights (status.model.sha256 of the "
+        "TrainingJob that made them); a mismatch is not served.",
     )
     format: ModelFormat = Field(
         "safetensors",
@@ -87,9 +110,11 @@ class ModelSource(ApiModel):
 
     @field_validator("uri")
     @classmethod
-    def _pvc_claim(cls, uri: str | None) -> str | None:
-        if uri is not None and not re.match(PVC_URI, uri):
-            raise ValueError(PVC_URI_MESSAGE)
+    def _model_uri(cls, uri: str | None) -> str | None:
+        if uri is not None and uri.startswith("s3:") and not re.match(S3_URI, uri):
+            raise ValueError(S3_URI_MESSAGE)
+        if uri is not None and not any(re.match(p, uri) for p in (PVC_URI, S3_URI, HTTPS_URI)):
+            raise ValueError(MODEL_URI_MESSAGE)
         return uri
 
 

@@ -247,13 +247,17 @@ class ModelArtifact(StatusModel):
         None, description="Model name (spec.output.modelName or the job's name)."
     )
     location: str | None = Field(
-        None, description="Where the artifact lives, e.g. `pvc://<claim>/models/<name>/<sha256>`."
+        None,
+        description="Where the artifact lives: an immutable version in the artifact store "
+        "(`s3://<bucket>/<prefix>/<namespace>/models/<name>/<sha256>/`, servable from any "
+        "namespace by model.uri), or `pvc://<job>-output/model` without one.",
     )
     sha256: str | None = Field(None, description="SHA-256 of the safetensors weights.")
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Test metrics of the exported model."
     )
     dataset_digest: str | None = Field(None, description="Digest of the Dataset it was trained on.")
+    training_job: str | None = Field(None, description="The TrainingJob that made it.")
 
 
 class TrainingJobStatus(StatusModel):

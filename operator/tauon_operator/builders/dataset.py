@@ -75,7 +75,8 @@ def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
         "prepare",
         None,
         ["prepare", "--config", pod.CONFIG_FILE],
-        env=access.status_env(API_VERSION, DATASETS, ds),
+        # With an artifact store the prepared version is also published there.
+        env=[*access.status_env(API_VERSION, DATASETS, ds), *pod.store_env(settings)],
         resources=pod.compute_resources("500m", "1Gi", 0),
         volume_mounts=mounts,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from tauon_operator.api import ModelDeployment
 from tauon_operator.builders import pod
@@ -19,18 +20,30 @@ MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
 
 
+REMOTE_SCHEMES = ("s3://", "https://")
+FETCHED_SUBDIR = "model"  # where the storage initializer puts a remote model, under MODEL_MOUNT
+STORAGE_INITIALIZER = "storage-initializer"
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
-    """Where a model's files are (a claim and a directory in it) and what they must hash to."""
+    """Where a model's files are and what they must hash to: a claim and a directory in it, or
+    a version in object storage (`remote`) that the storage initializer fetches into an
+    emptyDir before the server starts."""
 
-    claim: str
+    claim: str | None
     subpath: str
     sha256: str
+    remote: str | None = None
 
     @classmethod
     def from_uri(cls, uri: str, sha256: str) -> ResolvedModel:
+        if uri.startswith(REMOTE_SCHEMES):
+            return cls(claim=None, subpath=FETCHED_SUBDIR, sha256=sha256, remote=uri)
         if not uri.startswith("pvc://"):
-            raise ValueError(f"only pvc://<claim>/<path> model URIs can be served, not {uri!r}")
+            raise ValueError(
+                f"model URI {uri!r}: only pvc://, s3:// and https:// models can be served"
+            )
         claim, _, sub = uri.removeprefix("pvc://").partition("/")
         sub = sub.strip("/")
         if sub.endswith(".safetensors"):  # a weights file: its directory holds the model card
@@ -133,13 +146,42 @@ def _deployment(
             *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if spec.feedback.enabled else []),
         ],
     )
+    init_containers = []
+    if model.remote:
+        # KServe's storage initializer: the version is downloaded and every file verified
+        # before the server starts; a mismatch ends here, with its reason in the termination
+        # message (status.modeldeployment.fetch_problem).
+        bucket = urlparse(model.remote).netloc if model.remote.startswith("s3://") else None
+        init = pod.runtime_container(
+            settings,
+            STORAGE_INITIALIZER,
+            spec.image or edge,
+            [
+                "fetch",
+                "--uri",
+                model.remote,
+                "--sha256",
+                model.sha256,
+                "--dest",
+                f"{MODEL_MOUNT}/{FETCHED_SUBDIR}",
+            ],
+            env=pod.store_env(settings, bucket) if bucket else [],
+            resources=container["resources"],
+            volume_mounts=[{"name": "model", "mountPath": MODEL_MOUNT}],
+        )
+        init_containers.append(init)
     container["ports"] = [{"name": "http", "containerPort": port}]
     container["readinessProbe"] = probe("/v2/health/ready", 2)
     container["livenessProbe"] = {**probe("/v2/health/live", 10), "initialDelaySeconds": 10}
-    volumes = [
-        *pod.base_volumes(cm_meta["name"]),
-        {"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
-    ]
+    model_volume: dict[str, Any] = (
+        {"name": "model", "emptyDir": {}}
+        if model.remote
+        else {
+            "name": "model",
+            "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True},
+        }
+    )
+    volumes = [*pod.base_volumes(cm_meta["name"]), model_volume]
     if spec.feedback.enabled:
         volumes.append(
             {"name": "feedback", "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}}
@@ -166,6 +208,7 @@ def _deployment(
                     "automountServiceAccountToken": False,  # inference needs no API access
                     "enableServiceLinks": False,
                     "securityContext": pod.pod_security_context(settings),
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
                     "volumes": volumes,
                 },

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from tauon_operator.settings import Settings
-from tauon_runtime.contract.keys import ENV_TERMINATION_LOG
+from tauon_runtime.contract.keys import (
+    ENV_NAMESPACE,
+    ENV_STORE_BUCKET,
+    ENV_STORE_ENDPOINT,
+    ENV_STORE_PREFIX,
+    ENV_STORE_REGION,
+    ENV_TERMINATION_LOG,
+    STORE_SECRET_KEYS,
+)
 
 CONFIG_MOUNT = "/etc/tauon"
 CONFIG_FILE = f"{CONFIG_MOUNT}/run.json"
@@ -68,6 +76,27 @@ def runtime_container(
     }
 
 
+def store_env(settings: Settings, bucket: str | None = None) -> list[dict[str, Any]]:
+    """How a runtime container reaches the artifact store: endpoint, bucket, prefix and region
+    as values, the credentials only by reference to the Secret (never copied into a spec)."""
+    bucket = bucket or settings.store_bucket
+    if not bucket:
+        return []
+    env: list[dict[str, Any]] = [
+        {"name": ENV_STORE_ENDPOINT, "value": settings.store_endpoint},
+        {"name": ENV_STORE_BUCKET, "value": bucket},
+        {"name": ENV_STORE_PREFIX, "value": settings.store_prefix},
+        {"name": ENV_STORE_REGION, "value": settings.store_region},
+        {"name": ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if settings.store_secret:
+        env += [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": settings.store_secret, "key": k}}}
+            for k in STORE_SECRET_KEYS
+        ]
+    return env
+
+
 def base_volumes(config_map: str) -> list[dict[str, Any]]:
     return [
         {"name": "config", "configMap": {"name": config_map}},
@@ -88,8 +117,10 @@ def pvc(
     meta: dict[str, Any],
     size: str,
     storage_class: str | None,
-    access_modes: tuple[str, ...] = ("ReadWriteMany",),
+    access_modes: tuple[str, ...] = ("ReadWriteOnce",),
 ) -> dict[str, Any]:
+    """A claim every StorageClass can bind: ReadWriteOnce, as block storage (EBS, PD) offers.
+    Models and datasets that travel go to the artifact store, not to shared volumes."""
     spec: dict[str, Any] = {
         "accessModes": list(access_modes),
         "resources": {"requests": {"storage": size}},

@@ -37,8 +37,14 @@ def worker_job_name(tj: dict[str, Any], attempt: int) -> str:
 
 def run_config(tj: dict[str, Any]) -> str:
     spec = TrainingJob.parse_spec(tj)
+    fields = {f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS}
+    # The model is named after the TrainingJob unless the spec names it: the name is part of
+    # its key in the artifact store and of status.model.
+    fields["output"] = spec.output.model_copy(
+        update={"model_name": spec.output.model_name or tj["metadata"]["name"]}
+    )
     cfg = TrainConfig(
-        **{f: getattr(spec, f) for f in TrainConfig.SPEC_FIELDS},
+        **fields,
         dataset_dir=DATA_MOUNT,
         output_dir=OUTPUT_MOUNT,
     )
@@ -98,6 +104,7 @@ def build(
         {"name": "MASTER_ADDR", "value": master},
         {"name": "MASTER_PORT", "value": str(settings.master_port)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *(pod.store_env(settings) if spec.output.store == "default" else []),
     ]
     container = pod.runtime_container(
         settings,

@@ -28,8 +28,11 @@ def resolve(
         problem = model_problem(ref, tj)
         if tj is None or problem is not None:
             return None, problem
-        sha = tj["status"]["model"]["sha256"]
-        return ResolvedModel(output_claim_name(tj), MODEL_SUBDIR, sha), None
+        artifact = tj["status"]["model"]
+        location = str(artifact.get("location") or "")
+        if location.startswith(build.REMOTE_SCHEMES):  # published to the artifact store
+            return ResolvedModel.from_uri(location, artifact["sha256"]), None
+        return ResolvedModel(output_claim_name(tj), MODEL_SUBDIR, artifact["sha256"]), None
     try:
         return ResolvedModel.from_uri(source["uri"], source["sha256"]), None
     except ValueError as e:

@@ -43,7 +43,7 @@ def dataset_status(
             ),
             {},
         )
-        found = {k: result[k] for k in ("digest", "bytes") if k in result}
+        found = {k: result[k] for k in ("digest", "bytes", "location") if k in result}
         if "counts" in result:
             counts = {k: v for k, v in result["counts"].items() if isinstance(v, int)}
             found["counts"] = SplitCounts(**{"total": sum(counts.values()), **counts})

@@ -42,6 +42,42 @@ def refused_model(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+# What the storage initializer (`tauon-runtime fetch`) reports that no retry can change: the
+# object is not the published digest, nothing was published there, or the URI is malformed.
+PERMANENT_FETCH_ERRORS = ("ChecksumMismatch", "ModelNotPublished", "InvalidModelURI")
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> tuple[Phase, str, str, bool] | None:
+    """(phase, reason, message, stalled) for serving pods that cannot start: the storage
+    initializer failed (with the reason it wrote), or the kubelet cannot create a container (a
+    Secret or ConfigMap it references is missing). The kubelet would retry forever; the status
+    says why at once."""
+    for p in pods:
+        if p["metadata"].get("deletionTimestamp"):
+            continue
+        name = p["metadata"]["name"]
+        st = p.get("status") or {}
+        for cs in st.get("initContainerStatuses") or []:
+            state = cs.get("state") or {}
+            if (state.get("terminated") or {}).get("exitCode") == 0:
+                continue  # fetched (an earlier failure in lastState is over)
+            for t in (state.get("terminated"), (cs.get("lastState") or {}).get("terminated")):
+                if t and t.get("exitCode"):
+                    result = observe.result_of(t) or {}
+                    reason = str(result.get("error") or "ModelFetchFailed")
+                    detail = result.get("message") or f"exit code {t.get('exitCode')}"
+                    message = f"pod {name}: {cs['name']}: {detail}"
+                    if reason in PERMANENT_FETCH_ERRORS:
+                        return Phase.FAILED, reason, message, True
+                    return Phase.DEGRADED, reason, message, False
+        for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CreateContainerConfigError":
+                message = f"pod {name}: {cs['name']}: {waiting.get('message', '')}"
+                return Phase.DEGRADED, "CreateContainerConfigError", message, False
+    return None
+
+
 def _rolled_out(dep: dict[str, Any] | None, want: int, digest: str) -> tuple[bool, int, int]:
     """(complete, ready, updated) of one Deployment against the digest it should serve."""
     if dep is None:
@@ -109,6 +145,18 @@ def modeldeployment_status(
         return done(
             Phase.FAILED,
             c.standard(ready=False, reason="ModelRefused", message=refused, stalled=True),
+        )
+    if found_problem := pod_problem(pods or []):
+        phase, reason, message, stalled = found_problem
+        return done(
+            phase,
+            c.standard(
+                ready=False,
+                reason=reason,
+                message=message,
+                stalled=stalled,
+                reconciling=not stalled,
+            ),
         )
     for dep in (stable, canary):
         for cond in ((dep or {}).get("status") or {}).get("conditions") or []:

@@ -269,7 +269,11 @@ def _succeeded(
 ) -> Plan:
     result = next((r for p in pods if (r := observe.termination_result(p)) and "model" in r), {})
     model = {**(prev.get("model") or {}), **(result.get("model") or {})}
-    artifact = ModelArtifact.model_validate({**model, "location": location}) if model else None
+    # A model published to the artifact store is where the runtime says (s3://...); otherwise it
+    # is on the output claim.
+    if not str(model.get("location", "")).startswith("s3://"):
+        model["location"] = location
+    artifact = ModelArtifact.model_validate(model) if model else None
     acc = artifact.metrics.get("accuracy") if artifact else None
     msg = "training finished" + (f", test accuracy {acc:.4f}" if acc is not None else "")
     # An early-stopped run is complete, not at the percent of epochs it ran.

@@ -142,6 +142,11 @@ def test_trainingjob_becomes_a_train_config(doc):
     cfg = contract.TrainConfig.model_validate_json(build_tj.run_config(doc))
     spec = TrainingJob.parse(doc).spec
     for f in contract.TrainConfig.SPEC_FIELDS:
+        if f == "output":  # the model is named after its TrainingJob unless the spec names it
+            name = spec.output.model_name or doc["metadata"]["name"]
+            want = {**spec.output.model_dump(), "model_name": name}
+            assert cfg.output.model_dump() == want
+            continue
         assert getattr(cfg, f) == getattr(spec, f), f
 
 

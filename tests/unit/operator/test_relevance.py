@@ -136,3 +136,19 @@ def test_a_deployments_replica_counts_matter_its_condition_timestamps_do_not():
     assert not matters("Deployment", dep, later)
     assert matters("Deployment", dep, _changed(dep, lambda d: d["status"].update(readyReplicas=2)))
     assert matters("Deployment", dep, _changed(dep, lambda d: d["spec"].update(replicas=0)))
+
+
+def test_a_storage_initializer_failing_or_a_missing_secret_matters_a_backoff_tick_does_not():
+    init = {"name": "storage-initializer", "state": {"waiting": {"reason": "PodInitializing"}}}
+    pod = _pod(initContainerStatuses=[init])
+    failed = _changed(pod, lambda p: p["status"]["initContainerStatuses"][0].update(
+        state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+        lastState={"terminated": {"exitCode": 3, "message": '{"error": "ChecksumMismatch"}'}}))
+    assert matters("Pod", pod, failed)
+    tick = _changed(failed, lambda p: p["status"]["initContainerStatuses"][0]["state"]["waiting"]
+                    .update(message="back-off 20s"))
+    assert not matters("Pod", failed, tick)
+    no_secret = _changed(pod, lambda p: p["status"]["initContainerStatuses"][0].update(
+        state={"waiting": {"reason": "CreateContainerConfigError",
+                           "message": 'secret "tauon-store" not found'}}))
+    assert matters("Pod", pod, no_secret)

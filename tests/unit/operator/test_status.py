@@ -235,3 +235,47 @@ def test_a_serving_pod_refusing_its_weights_fails_the_deployment():
     assert s["phase"] == "Failed"
     assert (cond(s, "Ready")["reason"], cond(s, "Stalled")["status"]) == ("ModelRefused", "True")
     assert "expected cd" in cond(s, "Ready")["message"]
+
+
+def initializing(state: dict, last: dict | None = None, name: str = "web-7f9c") -> dict:
+    init = {"name": "storage-initializer", "state": state, "lastState": last or {}}
+    return {"metadata": {"name": name}, "status": {"phase": "Pending",
+            "initContainerStatuses": [init],
+            "containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "PodInitializing"}}}]}}
+
+
+def fetch_failed(error: str, message: str) -> dict:
+    return {"terminated": {"exitCode": 3 if error != "StoreUnavailable" else 1,
+                           "message": json.dumps({"error": error, "message": message})}}
+
+
+@pytest.mark.parametrize("pod_,phase,reason,stalled", [
+    # the object is not what the manifest vouches for: no retry can fix it
+    (initializing({"waiting": {"reason": "CrashLoopBackOff"}},
+                  fetch_failed("ChecksumMismatch", "model.safetensors: sha256 12ab does not match")),
+     "Failed", "ChecksumMismatch", "True"),
+    (initializing(fetch_failed("ModelNotPublished", "no manifest.json")),
+     "Failed", "ModelNotPublished", "True"),
+    # an unreachable store may come back: Degraded, still reconciling
+    (initializing({"running": {}}, fetch_failed("StoreUnavailable", "connection refused")),
+     "Degraded", "StoreUnavailable", "False"),
+    # the kubelet cannot create the container: the credentials Secret is missing
+    (initializing({"waiting": {"reason": "CreateContainerConfigError",
+                               "message": 'secret "tauon-store" not found'}}),
+     "Degraded", "CreateContainerConfigError", "False"),
+])
+def test_a_model_that_cannot_be_fetched_says_why_at_once(pod_, phase, reason, stalled):
+    s = dump(modeldeployment_status(MD, "http://x", (1, 0), "new", None,
+                                    deployment("new", 0, 1, 1), None, None, NOW, [pod_]))
+    assert s["phase"] == phase
+    ready = cond(s, "Ready")
+    assert (ready["status"], ready["reason"], cond(s, "Stalled")["status"]) == ("False", reason, stalled)
+    assert ready["message"].startswith("pod web-7f9c: storage-initializer: ")
+
+
+def test_a_fetch_that_succeeded_after_a_failure_is_not_a_problem():
+    recovered = initializing({"terminated": {"exitCode": 0}},
+                             fetch_failed("StoreUnavailable", "connection refused"))
+    s = dump(modeldeployment_status(MD, "http://x", (1, 0), "new", None,
+                                    deployment("new", 1, 1, 1), None, None, NOW, [recovered]))
+    assert s["phase"] == "Ready"

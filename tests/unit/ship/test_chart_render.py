@@ -199,6 +199,22 @@ def test_watch_namespaces_and_disabled_metrics_reach_the_operator():
     assert not by_kind(docs, "Service")
 
 
+def test_the_artifact_store_reaches_the_operator_and_no_secret_is_read():
+    store = {"endpoint": "https://s3.eu-west-1.amazonaws.com", "bucket": "ml-artifacts",
+             "prefix": "team", "region": "eu-west-1", "secretName": "tauon-store"}
+    docs = render(values={"store": store})
+    [c] = operator_pod(docs)["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert {k: env[k] for k in env if k.startswith("TAUON_STORE")} == {
+        "TAUON_STORE_ENDPOINT": store["endpoint"], "TAUON_STORE_BUCKET": "ml-artifacts",
+        "TAUON_STORE_PREFIX": "team", "TAUON_STORE_REGION": "eu-west-1",
+        "TAUON_STORE_SECRET": "tauon-store"}
+    # only the Secret's name: the operator never holds the credentials
+    assert not any("secretKeyRef" in str(e) for e in c["env"])
+    [c] = operator_pod(render())["containers"]
+    assert not any(e["name"].startswith("TAUON_STORE") for e in c["env"])  # no store: PVCs
+
+
 def test_image_digest_wins_over_tag():
     docs = render(values=VARIANTS["digest"])
     [c] = operator_pod(docs)["containers"]
@@ -240,6 +256,8 @@ def test_optional_objects_render_when_enabled():
     (["--set", "operator.image.digest=sha256:short"], "digest"),
     (["--set", "serviceAccount.create=false"], "name"),
     (["--set", "metrics.port=8081"], "must differ"),
+    (["--set", "store.bucket=Bad_Bucket"], "bucket"),
+    (["--set", "store.endpoint=s3.example.com"], "endpoint"),
 ])
 def test_bad_values_fail_at_template_time(args, complaint):
     out = subprocess.run([helm(), "template", "t", str(CHART), *args], capture_output=True, text=True)
