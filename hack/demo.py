@@ -32,8 +32,8 @@ def step(text: str) -> None:
     print(f"\n{BOLD}==> {text}{OFF}", flush=True)
 
 
-def status(cluster: Cluster, kind: str, name: str) -> dict:
-    res = cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
+def status(cluster: Cluster, kind: str, name: str, ns: str = NS) -> dict:
+    res = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
     return json.loads(res.stdout).get("status") or {} if res.returncode == 0 else {}
 
 
@@ -42,9 +42,10 @@ def ready_reason(st: dict) -> str:
     return f"{c.get('reason', '')}: {c.get('message', '')}"
 
 
-def settle(cluster: Cluster, kind: str, name: str, want: str, timeout: float = 300) -> dict | None:
+def settle(cluster: Cluster, kind: str, name: str, want: str, timeout: float = 300,
+           ns: str = NS) -> dict | None:
     """Waits for `want` or Failed; says why on failure."""
-    st = wait(lambda: (s := status(cluster, kind, name)).get("phase") in (want, "Failed") and s,
+    st = wait(lambda: (s := status(cluster, kind, name, ns)).get("phase") in (want, "Failed") and s,
               timeout, f"{kind} {name}", cluster=cluster)
     if st["phase"] != want:
         print(f"  {kind} {name} {st['phase']}: {ready_reason(st)}")
@@ -133,6 +134,63 @@ def predict_test_split(cluster: Cluster, ds: dict, endpoint: str):
     return first
 
 
+def model_deployment(name: str, uri: str, sha256: str) -> str:
+    return json.dumps({"apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment",
+                       "metadata": {"name": name},
+                       "spec": {"model": {"uri": uri, "sha256": sha256},
+                                "resources": {"cpu": "100m", "memory": "1Gi"}}})
+
+
+def tampered_copy(cluster: Cluster, uri: str) -> str:
+    """The version at `uri` copied in the bucket with one bit of its weights flipped (the
+    manifest unchanged, as an attacker or a bad disk would leave it); returns the copy's URI."""
+    import obstore
+
+    client, bucket = cluster.object_store.client(), cluster.object_store.bucket
+    src = uri.removeprefix(f"s3://{bucket}/")
+    dst = src.replace("/models/", "/models/tampered-", 1)
+    for batch in obstore.list(client, src):
+        for obj in batch:
+            data = bytes(obstore.get(client, obj["path"]).bytes())
+            if obj["path"].endswith(".safetensors"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            obstore.put(client, dst + obj["path"].removeprefix(src), data)
+    return f"s3://{bucket}/{dst}"
+
+
+def models_travel(cluster: Cluster, model: dict, ds: dict | None) -> bool:
+    """The version in the artifact store served from another namespace by its s3:// URI, and a
+    tampered copy refused with the checksum reason."""
+    team, name = "team-b", model.get("name") or "model"
+    step(f"the model travels: namespace {team} serves the same version by its s3:// URI")
+    if cluster.kubectl("get", "namespace", team, check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", team)
+    wait(lambda: cluster.kubectl("get", "sa", "default", "-n", team, check=False).returncode == 0,
+         30, f"the default ServiceAccount in {team}", cluster=cluster)
+    localplatform.grant_store(cluster, team)
+    print(f"  {DIM}model.uri: {model['location']}  sha256: {model['sha256']}{OFF}")
+    cluster.kubectl("apply", "-n", team, "-f", "-",
+                    input=model_deployment(name, model["location"], model["sha256"]))
+    if not (md := settle(cluster, "mdep", name, "Ready", ns=team)):
+        return False
+    endpoint = wait(lambda: ready_endpoints(cluster, team, name), 60, "a ready endpoint")[0]
+    print(f"  Ready in {team}: the storage initializer fetched and verified every file; "
+          f"model {md['modelDigest'][:16]}…, pod {endpoint}")
+    if ds is not None:
+        predict_test_split(cluster, ds, endpoint)
+
+    step("a tampered copy of that version (one bit of the weights flipped) is refused")
+    bad = tampered_copy(cluster, model["location"])
+    t0 = time.monotonic()
+    cluster.kubectl("apply", "-n", team, "-f", "-",
+                    input=model_deployment("tampered", bad, model["sha256"]))
+    st = settle(cluster, "mdep", "tampered", "Failed", timeout=60, ns=team)
+    if st is None:
+        return False
+    print(f"  Failed after {time.monotonic() - t0:.0f}s — {ready_reason(st)}")
+    return True
+
+
 def main(example: Path = REPO / "examples" / "digits") -> int:
     t0 = time.monotonic()
     if (STATE / "cluster.json").exists() and Cluster.attach(STATE).info.get("pids"):
@@ -166,7 +224,10 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
         print(f"  Ready: {counts.get('train')} train / {counts.get('validation')} validation / "
               f"{counts.get('test')} test samples, {len(ds.get('classes') or [])} classes, "
               f"digest {ds.get('digest')}")
+        if ds.get("location"):
+            print(f"  published to the artifact store: {ds['location']}")
 
+    models = {}
     for name, tj_obj in objects["TrainingJob"].items():
         arch = tj_obj["spec"]["model"]["architecture"]
         step(f"the TrainingJob {name}: {arch} trains in a pod on the node agent (its log, live)")
@@ -174,7 +235,7 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
         if tj["phase"] != "Succeeded":
             print(f"  TrainingJob {tj['phase']}: {ready_reason(tj)}")
             return 1
-        model = tj.get("model") or {}
+        model = models[name] = tj.get("model") or {}
         acc = (model.get("metrics") or {}).get("accuracy")
         print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} "
               f"sha256 {model.get('sha256')}")
@@ -200,6 +261,12 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
             store = volume_dir(cluster, NS, f"{name}-feedback") / "feedback.jsonl"
             print(f"  the feedback store ({store}) now holds "
                   f"{len(store.read_text().splitlines())} record(s)")
+
+    stored = next((m for m in models.values() if str(m.get("location")).startswith("s3://")), None)
+    if stored and cluster.object_store is not None:
+        ds_name = next(iter(datasets), None)
+        if not models_travel(cluster, stored, datasets.get(ds_name)):
+            return 1
 
     step(f"done in {time.monotonic() - t0:.0f}s — the cluster keeps running:")
     print(cluster.kubectl("get", "tauon", "-n", NS).stdout)

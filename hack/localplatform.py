@@ -23,14 +23,26 @@ SIMULATED_TAINT = {"key": "tauon.dev/simulated", "value": "true", "effect": "NoS
 SOURCE_PATH = os.pathsep.join(str(REPO / d) for d in ("operator", "runtime"))
 
 
+STORE_SECRET = "tauon-store"  # the credentials Secret, in every namespace that uses the store
+# A block-storage cluster (EBS, PD): the local StorageClass refuses ReadWriteMany claims, so
+# every run proves no feature needs one.
+BLOCK_STORAGE = ("ReadWriteOnce",)
+
+
 def start(state_dir: Path | None = None, gpu_nodes: int = 4, operator: bool = True,
-          operator_kubeconfig: Path | None = None) -> Cluster:
+          operator_kubeconfig: Path | None = None, object_store: bool = True,
+          access_modes: tuple[str, ...] | None = BLOCK_STORAGE) -> Cluster:
+    """The platform; with `object_store` SeaweedFS is the artifact store (the operator is
+    configured with it and the `default` namespace holds its credentials Secret)."""
     nodes = [NodeSpec(name=f"gpu-node-{i}", taints=(SIMULATED_TAINT,)) for i in range(gpu_nodes)]
     agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH},
                           image_paths=tuple(SOURCE_PATH.split(os.pathsep)))
-    cluster = Cluster.start(state_dir, nodes=nodes, agent=agent)
+    cluster = Cluster.start(state_dir, nodes=nodes, agent=agent, access_modes=access_modes)
     try:
         install_crds(cluster)
+        if object_store:
+            cluster.start_object_store()
+            grant_store(cluster, "default")
         if operator:
             start_operator(cluster, operator_kubeconfig)
     except BaseException:
@@ -58,9 +70,28 @@ def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics_por
         "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
         "PYTHONPATH": os.pathsep.join([SOURCE_PATH, os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
+        **store_settings(cluster),
     })
     time.sleep(2)
     cluster.check_alive()  # a bad flag or import error shows here, with the log's tail
+
+
+def store_settings(cluster: Cluster) -> dict[str, str]:
+    """The operator's artifact-store settings (the Helm chart's `store.*`) for the cluster's
+    object store; none when it has no store."""
+    store = cluster.object_store
+    if store is None:
+        return {}
+    return {"TAUON_STORE_ENDPOINT": store.endpoint, "TAUON_STORE_BUCKET": store.bucket,
+            "TAUON_STORE_PREFIX": "tauon", "TAUON_STORE_REGION": store.region,
+            "TAUON_STORE_SECRET": STORE_SECRET}
+
+
+def grant_store(cluster: Cluster, namespace: str) -> None:
+    """The store's credentials Secret in `namespace`: its pods may then publish and fetch."""
+    secret = cluster.object_store.secret(STORE_SECRET)
+    secret["metadata"]["namespace"] = namespace
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
 
 
 def volume_dir(cluster: Cluster, namespace: str, claim: str) -> Path:

@@ -127,6 +127,9 @@ class Cluster:
         self.logs = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self._owned_state_dir = False
+        self.access_modes: tuple[str, ...] = (
+            "ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+        self.object_store = None  # localkube.objectstore.ObjectStore, once started
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -138,11 +141,13 @@ class Cluster:
         timeout: float = 120.0,
         agent: NodeAgentSpec | bool | None = None,
         audit: bool = False,
+        access_modes: tuple[str, ...] | None = None,
     ) -> "Cluster":
         """Generates certificates, starts every component detached, waits until nodes are Ready.
         With `agent` (True or a NodeAgentSpec) a local node agent joins as a real node. With
         `audit` the API server logs every write (who, what, where) to logs/audit.jsonl: see
-        `writes()`."""
+        `writes()`. `access_modes`: what the local StorageClass provides (default all; pass
+        ("ReadWriteOnce",) to be a block-storage cluster that refuses RWX claims)."""
         owned = state_dir is None
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix="tauon-cluster-"))
         if not owned and state_dir.exists():
@@ -152,6 +157,8 @@ class Cluster:
         state_dir.mkdir(parents=True, exist_ok=True)
         self = cls(state_dir)
         self._owned_state_dir = owned
+        if access_modes:
+            self.access_modes = tuple(access_modes)
         bin_dir = bin_dir or build_binaries()
         nodes = gpu_nodes() if nodes is None else nodes
         try:
@@ -319,6 +326,7 @@ class Cluster:
             sys.executable, "-m", "localkube.provisioner",
             f"--kubeconfig={self.state_dir / 'provisioner.kubeconfig'}",
             f"--root={self.state_dir / 'volumes'}",
+            f"--access-modes={','.join(self.access_modes)}",
         ], env={"PYTHONPATH": os.pathsep.join([str(HACK), os.environ.get("PYTHONPATH", "")])})
 
         self.apply(_storage_class())
@@ -426,6 +434,7 @@ class Cluster:
         store = ObjectStore.start(self.state_dir, bucket=bucket, timeout=timeout,
                                   spawn=self._spawn)
         self._save(objectStore=store.info())
+        self.object_store = store
         return store
 
     def kubeconfig_for(self, identity: str) -> Path:

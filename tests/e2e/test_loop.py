@@ -9,13 +9,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
+import obstore
 import pytest
 from safetensors.numpy import load_file
 
-from kubetest import condition, get_json, status_of, wait_for, wait_phase
-from localplatform import ready_endpoints, volume_dir
+from kubetest import condition, get_json, new_namespace, status_of, wait_for, wait_phase
+from localplatform import grant_store, ready_endpoints, volume_dir
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -58,10 +60,15 @@ def test_the_digits_loop_trains_serves_and_collects_feedback(digits):
     tj = status_of(digits, "tj", "digits-cnn", NS)
     assert tj["phase"] == "Succeeded", condition(tj, "Ready")
     assert tj["model"]["metrics"]["accuracy"] >= 0.95
-    assert tj["model"]["location"] == "pvc://digits-cnn-output/model"
-    assert tj["progress"]["percent"] == 100.0  # reported by the runtime while it ran
+    # An immutable version in the artifact store, with its lineage.
+    sha = tj["model"]["sha256"]
     ds = status_of(digits, "tds", "digits", NS)
+    assert (tj["model"]["name"], tj["model"]["trainingJob"]) == ("digits", "digits-cnn")
+    assert tj["model"]["location"] == f"s3://tauon/tauon/{NS}/models/digits/{sha}/"
+    assert tj["model"]["datasetDigest"] == ds["digest"]
+    assert tj["progress"]["percent"] == 100.0  # reported by the runtime while it ran
     assert ds["counts"]["total"] == 1797 and len(ds["classes"]) == 10
+    assert ds["location"] == f"s3://tauon/tauon/{NS}/datasets/digits/{ds['digest'].removeprefix('sha256:')}/"
 
     md = wait_phase(digits, "mdep", "digits", NS, "Ready", timeout=300)
     assert md["modelDigest"] == tj["model"]["sha256"]
@@ -98,6 +105,97 @@ def test_the_digits_loop_trains_serves_and_collects_feedback(digits):
     [record] = wait_for(stored, timeout=10, what=f"the feedback record in {store} "
                         f"(the volume holds {sorted(p.name for p in store.parent.iterdir())})")
     assert record["trueLabel"] == classes[int(test["y"][i])]
+
+
+def model_deployment(name: str, **model) -> str:
+    return json.dumps({"apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment",
+                       "metadata": {"name": name},
+                       "spec": {"model": model, "resources": {"cpu": "100m", "memory": "1Gi"}}})
+
+
+def right_answers(endpoint: str, test, classes, n: int = 20) -> int:
+    return sum(post(f"http://{endpoint}/v1/predict", {"instances": [test["x"][i].tolist()]})
+               ["predictions"][0]["label"] == classes[int(test["y"][i])] for i in range(n))
+
+
+def test_a_stored_model_is_served_in_another_namespace_and_a_tampered_one_is_refused(digits):
+    model = status_of(digits, "tj", "digits-cnn", NS)["model"]
+    uri, sha = model["location"], model["sha256"]
+    team = new_namespace(digits, f"team-b-{uuid.uuid4().hex[:6]}")
+    try:
+        grant_store(digits, team)
+        digits.kubectl("apply", "-n", team, "-f", "-", input=model_deployment("digits", uri=uri, sha256=sha))
+        md = wait_phase(digits, "mdep", "digits", team, "Ready", timeout=180)
+        assert md["modelDigest"] == sha
+        [endpoint] = ready_endpoints(digits, team, "digits")
+        test, classes = held_out(digits)
+        assert right_answers(endpoint, test, classes) >= 18
+
+        # The same version copied to another key with one byte of the weights changed.
+        store = digits.object_store.client()
+        src = uri.removeprefix("s3://tauon/")
+        dst = src.replace("/models/digits/", "/models/tampered/")
+        for batch in obstore.list(store, src):
+            for obj in batch:
+                data = bytes(obstore.get(store, obj["path"]).bytes())
+                if obj["path"].endswith("model.safetensors"):
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                obstore.put(store, dst + obj["path"].removeprefix(src), data)
+        t0 = time.monotonic()
+        digits.kubectl("apply", "-n", team, "-f", "-",
+                       input=model_deployment("tampered", uri="s3://tauon/" + dst, sha256=sha))
+        failed = wait_phase(digits, "mdep", "tampered", team, "Failed", timeout=30)
+        ready = condition(failed, "Ready")
+        assert ready["reason"] == "ChecksumMismatch", ready
+        assert "model.safetensors" in ready["message"], ready
+        print(f"tampered model Failed after {time.monotonic() - t0:.1f}s: {ready['message']}")
+    finally:
+        digits.kubectl("delete", "namespace", team, "--wait=false", check=False)
+
+
+def test_a_namespace_without_the_store_credentials_is_told_which_secret(digits):
+    model = status_of(digits, "tj", "digits-cnn", NS)["model"]
+    team = new_namespace(digits, f"team-c-{uuid.uuid4().hex[:6]}")
+    try:
+        digits.kubectl("apply", "-n", team, "-f", "-", input=model_deployment(
+            "digits", uri=model["location"], sha256=model["sha256"]))
+        md = wait_phase(digits, "mdep", "digits", team, "Degraded", timeout=60)
+        ready = condition(md, "Ready")
+        assert ready["reason"] == "CreateContainerConfigError", ready
+        assert 'secret "tauon-store" not found' in ready["message"], ready
+    finally:
+        digits.kubectl("delete", "namespace", team, "--wait=false", check=False)
+
+
+def test_the_pvc_store_works_without_a_read_write_many_class(digits):
+    """This cluster's StorageClass is block storage: it refuses ReadWriteMany claims. A model
+    kept on its claim (output.store: pvc) trains and serves all the same."""
+    rwx = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "shared"},
+           "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+    digits.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(rwx))
+    wait_for(lambda: "ProvisioningFailed" in digits.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=shared").stdout,
+        timeout=30, what="the RWX claim refused")
+    assert get_json(digits, "pvc", "shared", "-n", NS)["status"]["phase"] == "Pending"
+    digits.kubectl("delete", "pvc", "shared", "-n", NS, "--wait=false")
+
+    digits.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(trainingjob(
+        "digits-pvc", output={"store": "pvc"}, resources={"cpu": "500m", "memory": "1Gi"},
+        hyperparameters={"epochs": 4, "batchSize": 32, "optimizer": "adam", "learningRate": 0.002,
+                         "seed": 3})))
+    tj = wait_phase(digits, "tj", "digits-pvc", NS, "Succeeded", timeout=600)
+    assert tj["model"]["location"] == "pvc://digits-pvc-output/model"
+    digits.kubectl("apply", "-n", NS, "-f", "-", input=model_deployment(
+        "digits-pvc", trainingJobRef={"name": "digits-pvc"}))
+    wait_phase(digits, "mdep", "digits-pvc", NS, "Ready", timeout=180)
+    [endpoint] = ready_endpoints(digits, NS, "digits-pvc")
+    test, classes = held_out(digits)
+    assert right_answers(endpoint, test, classes) >= 16
+    claims = get_json(digits, "pvc", "-n", NS)["items"]
+    assert {c["metadata"]["name"] for c in claims} >= {"digits-data", "digits-pvc-output"}
+    assert all(c["spec"]["accessModes"] == ["ReadWriteOnce"] for c in claims
+               if c["metadata"]["name"] != "shared")
+    digits.kubectl("delete", "mdep", "digits-pvc", "-n", NS, "--wait=false")
 
 
 def test_distributed_training_survives_a_killed_worker(digits):
@@ -143,6 +241,13 @@ def test_a_retrained_model_rolls_out_without_failed_requests(digits):
     v2 = wait_phase(digits, "tj", "digits-cnn-v2", NS, "Succeeded", timeout=600)
     after = v2["model"]["sha256"]
     assert after != before
+    # A new, immutable version beside the old one, which is still served until the switch.
+    v1 = status_of(digits, "tj", "digits-cnn", NS)["model"]["location"]
+    # the same model name, a second version beside the first
+    assert v2["model"]["location"] == f"s3://tauon/tauon/{NS}/models/digits/{after}/" != v1
+    assert status_of(digits, "mdep", "digits", NS)["modelDigest"] == before
+    old_manifest = obstore.head(digits.object_store.client(),
+                                v1.removeprefix("s3://tauon/") + "manifest.json")
 
     test, _ = held_out(digits)
     body = {"instances": [test["x"][0].tolist()]}
@@ -176,3 +281,5 @@ def test_a_retrained_model_rolls_out_without_failed_requests(digits):
     thread.join(timeout=30)
     assert not failures, failures[:5]
     assert seen.get(before, 0) > 0 and seen.get(after, 0) > 0, seen
+    kept = obstore.head(digits.object_store.client(), v1.removeprefix("s3://tauon/") + "manifest.json")
+    assert kept["e_tag"] == old_manifest["e_tag"]  # the old version is untouched
