@@ -174,6 +174,18 @@ class StoreConfig:
             region=env.get(ENV_STORE_REGION) or "us-east-1",
         )
 
+    @classmethod
+    def for_bucket(cls, bucket: str, env: dict[str, str] | None = None) -> StoreConfig:
+        """Another bucket on the configured endpoint and region (an s3:// URI, a Dataset's
+        source), whether or not a store bucket is configured."""
+        env = dict(os.environ if env is None else env)
+        return cls(
+            endpoint=env.get(ENV_STORE_ENDPOINT, ""),
+            bucket=bucket,
+            prefix=env.get(ENV_STORE_PREFIX, "tauon"),
+            region=env.get(ENV_STORE_REGION) or "us-east-1",
+        )
+
 
 def owner_from_env(env: dict[str, str] | None = None) -> tuple[str, str]:
     """(namespace, name) of the resource this pod works for, from the status target the
@@ -234,6 +246,10 @@ class ArtifactStore:
         import obstore
 
         return bytes(self._call(f"GET {key}", obstore.get, self.client, key).bytes())
+
+    def get(self, key: str) -> bytes:
+        """One object's bytes (FileNotFoundError when there is none, StoreError otherwise)."""
+        return self._get(key)
 
     # ----------------------------------------------------------------- publish
     def publish(
@@ -363,8 +379,7 @@ def store_for_uri(uri: str, config: StoreConfig | None = None) -> tuple[Artifact
     """An ArtifactStore for the bucket an s3:// URI names (endpoint and region from `config`
     or the environment) and the key within it."""
     loc = parse_s3_uri(uri)
-    base = config or StoreConfig.from_env() or StoreConfig()
-    cfg = StoreConfig(
-        endpoint=base.endpoint, bucket=loc.bucket, prefix=base.prefix, region=base.region
-    )
+    if config is None:
+        return ArtifactStore(StoreConfig.for_bucket(loc.bucket)), loc.key
+    cfg = StoreConfig(config.endpoint, loc.bucket, config.prefix, config.region)
     return ArtifactStore(cfg), loc.key

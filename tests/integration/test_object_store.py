@@ -214,3 +214,37 @@ def test_a_publisher_killed_during_the_upload_leaves_no_model_and_the_retry_publ
     assert versions == {key + MANIFEST}
     assert artifacts.fetch(key, tmp_path / "out", sha)["sha256"] == sha
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights
+
+
+# --- a Dataset whose source is an object in the store -------------------------------------------
+
+def test_a_dataset_is_prepared_from_an_s3_object_and_a_changed_one_is_refused(s3, tmp_path, monkeypatch):
+    from sklearn.datasets import load_wine
+
+    from tauon_runtime.contract import PrepareConfig
+    from tauon_runtime.data.prepare import prepare
+    from tauon_runtime.data.sources import DataIntegrityError
+
+    wine = load_wine()
+    rows = [",".join([*wine.feature_names, "target"])]
+    rows += [",".join([*(f"{v:g}" for v in x), str(y)]) for x, y in zip(wine.data, wine.target)]
+    csv = ("\n".join(rows) + "\n").encode()
+    obstore.put(s3.client(), "datasets/wine/wine.csv", csv)
+    for k, v in store_env(s3).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TAUON_STORE_BUCKET")  # the object's bucket is the source's, no publishing
+    source = {"bucket": s3.bucket, "key": "datasets/wine/wine.csv",
+              "sha256": hashlib.sha256(csv).hexdigest()}
+
+    def config(src: dict) -> PrepareConfig:
+        return PrepareConfig.model_validate({
+            "task": "tabular-classification", "columns": {"label": "target"},
+            "source": {"s3": src}, "outputDir": str(tmp_path / "out")})
+
+    manifest = prepare(config(source))
+    assert manifest["counts"]["train"] + manifest["counts"]["validation"] + manifest["counts"]["test"] == 178
+    assert manifest["source"]["s3"]["key"] == "datasets/wine/wine.csv"
+    with pytest.raises(DataIntegrityError, match="sha256 mismatch for s3://"):
+        prepare(config({**source, "sha256": "0" * 64}))
+    with pytest.raises(Exception, match="no such object"):
+        prepare(config({**source, "key": "datasets/nope.csv"}))

@@ -111,31 +111,39 @@ class PvcSource(ContractModel):
 
 
 class S3Source(ContractModel):
-    """Reserved for a later release: an object in S3-compatible storage."""
+    """An archive or CSV file in S3-compatible object storage, verified before use. The
+    credentials are the artifact store's (its Secret in the Dataset's namespace)."""
 
-    bucket: str = Field(max_length=255, description="Bucket name.")
-    key: str = Field(max_length=1024, description="Object key.")
-    endpoint: str | None = Field(
-        None, max_length=2048, description="Endpoint URL, for non-AWS storage."
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Bucket name.",
     )
-    sha256: Sha256 | None = Field(None, description="Expected SHA-256 of the object.")
+    key: str = Field(min_length=1, max_length=1024, pattern=r"^[^/]\S*$", description="Object key.")
+    endpoint: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
+        description="Endpoint URL, for non-AWS storage. Unset: the artifact store's endpoint.",
+    )
+    region: str | None = Field(
+        None, min_length=1, max_length=64, description="Region. Unset: the artifact store's."
+    )
+    sha256: Sha256 = Field(
+        description="Required SHA-256 of the object: it is rejected when it does not match."
+    )
 
 
 class DatasetSource(ContractModel):
-    """Where the data comes from: set exactly one of builtin, synthetic, http or pvc."""
+    """Where the data comes from: set exactly one of builtin, synthetic, http, pvc or s3."""
 
     model_config = {
         "json_schema_extra": rules(
             cel(
                 "(has(self.builtin) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + "
                 "(has(self.http) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1",
-                "exactly one of builtin, synthetic, http or pvc must be set",
-            ),
-            cel(
-                "!has(self.s3)",
-                "s3 is reserved and not supported yet: use http (e.g. a presigned URL) or pvc",
-                field_path=".s3",
-                reason="FieldValueForbidden",
+                "exactly one of builtin, synthetic, http, pvc or s3 must be set",
             ),
         )
     }
@@ -146,20 +154,20 @@ class DatasetSource(ContractModel):
         None, description="A file downloaded over HTTP(S), pinned by sha256."
     )
     pvc: PvcSource | None = Field(None, description="A path on an existing PersistentVolumeClaim.")
-    s3: S3Source | None = Field(None, description="Reserved for a later release; rejected today.")
+    s3: S3Source | None = Field(
+        None, description="An object in S3-compatible storage, pinned by sha256."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DatasetSource:
         chosen = [n for n in ("builtin", "synthetic", "http", "pvc", "s3") if getattr(self, n)]
         if len(chosen) != 1:
-            raise ValueError("exactly one of builtin, synthetic, http or pvc must be set")
-        if self.s3 is not None:
-            raise ValueError("s3 is reserved and not supported yet")
+            raise ValueError("exactly one of builtin, synthetic, http, pvc or s3 must be set")
         return self
 
     @property
     def kind(self) -> str:
-        """The name of the source that is set: builtin, synthetic, http or pvc."""
+        """The name of the source that is set: builtin, synthetic, http, pvc or s3."""
         return next(n for n in ("builtin", "synthetic", "http", "pvc", "s3") if getattr(self, n))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tauon_runtime.contract import HttpSource, SyntheticSource
+from tauon_runtime.contract import DatasetSource, HttpSource, S3Source, SyntheticSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -91,6 +91,40 @@ def download_verified(src: HttpSource, dest: Path, timeout: float = 60.0) -> Pat
             f"sha256 mismatch for {src.url}: expected {src.sha256}, got {got}; nothing was written"
         )
     return dest
+
+
+def download_s3_verified(src: S3Source, dest: Path) -> Path:
+    """The object `src` names, from the artifact store's endpoint (or its own), checked
+    against its sha256 before anything is kept."""
+    from tauon_runtime.store import ArtifactStore, StoreConfig, StoreError
+
+    base = StoreConfig.for_bucket(src.bucket)
+    cfg = StoreConfig(
+        src.endpoint or base.endpoint, src.bucket, base.prefix, src.region or base.region
+    )
+    uri = f"s3://{src.bucket}/{src.key}"
+    try:
+        data = ArtifactStore(cfg).get(src.key)
+    except FileNotFoundError:
+        raise DataError(f"{uri}: no such object") from None
+    except StoreError as e:
+        raise DataError(f"cannot download {uri}: {e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != src.sha256:
+        raise DataIntegrityError(
+            f"sha256 mismatch for {uri}: expected {src.sha256}, got {got}; nothing was written"
+        )
+    dest.write_bytes(data)
+    return dest
+
+
+def download(src: DatasetSource, work: Path) -> Path:
+    """The file an http or s3 source names, downloaded into `work` and verified."""
+    if src.s3 is not None:
+        return download_s3_verified(src.s3, work / (src.s3.key.rsplit("/", 1)[-1] or "object"))
+    assert src.http is not None
+    name = src.http.url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    return download_verified(src.http, work / name)
 
 
 def extract(archive: Path, dest: Path) -> Path:

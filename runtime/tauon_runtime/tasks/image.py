@@ -39,9 +39,8 @@ class ImageClassification:
             return sources.builtin_digits()
         if src.synthetic is not None:
             return sources.synthetic(src.synthetic)
-        if src.http is not None:
-            name = src.http.url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-            archive = sources.download_verified(src.http, work / name)
+        if src.http is not None or src.s3 is not None:
+            archive = sources.download(src, work)
             return sources.load_path(archive, cfg.format, work, side)
         return sources.load_path(resolve_source_path(cfg), cfg.format, work, side)
 

@@ -110,13 +110,14 @@ class TabularClassification:
         src = cfg.source
         if src.builtin is not None:
             return builtin(src.builtin.name)
-        if src.http is not None:
-            name = src.http.url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-            path = sources.download_verified(src.http, work / name)
+        if src.http is not None or src.s3 is not None:
+            path = sources.download(src, work)
         elif src.pvc is not None:
             path = resolve_source_path(cfg)
         else:
-            raise DataError("task tabular-classification reads a CSV (http or pvc) or a builtin")
+            raise DataError(
+                "task tabular-classification reads a CSV (http, s3 or pvc) or a builtin"
+            )
         if not path.exists():
             raise DataError(f"{path} does not exist")
         if path.is_file() and path.suffix.lower() != ".csv":
