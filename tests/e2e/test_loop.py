@@ -150,7 +150,8 @@ def test_a_stored_model_is_served_in_another_namespace_and_a_tampered_one_is_ref
         assert "model.safetensors" in ready["message"], ready
         print(f"tampered model Failed after {time.monotonic() - t0:.1f}s: {ready['message']}")
     finally:
-        digits.kubectl("delete", "namespace", team, "--wait=false", check=False)
+        # waited for: its pods' CPU goes back to the node before the next test asks for it
+        digits.kubectl("delete", "namespace", team, "--timeout=120s", check=False, timeout=150)
 
 
 def test_a_namespace_without_the_store_credentials_is_told_which_secret(digits):
@@ -164,7 +165,8 @@ def test_a_namespace_without_the_store_credentials_is_told_which_secret(digits):
         assert ready["reason"] == "CreateContainerConfigError", ready
         assert 'secret "tauon-store" not found' in ready["message"], ready
     finally:
-        digits.kubectl("delete", "namespace", team, "--wait=false", check=False)
+        # waited for: its pods' CPU goes back to the node before the next test asks for it
+        digits.kubectl("delete", "namespace", team, "--timeout=120s", check=False, timeout=150)
 
 
 def test_the_pvc_store_works_without_a_read_write_many_class(digits):
@@ -195,7 +197,7 @@ def test_the_pvc_store_works_without_a_read_write_many_class(digits):
     assert {c["metadata"]["name"] for c in claims} >= {"digits-data", "digits-pvc-output"}
     assert all(c["spec"]["accessModes"] == ["ReadWriteOnce"] for c in claims
                if c["metadata"]["name"] != "shared")
-    digits.kubectl("delete", "mdep", "digits-pvc", "-n", NS, "--wait=false")
+    digits.kubectl("delete", "mdep", "digits-pvc", "-n", NS, "--timeout=120s", timeout=150)
 
 
 def test_distributed_training_survives_a_killed_worker(digits):

@@ -71,7 +71,7 @@ def test_wine_trains_to_the_gate_and_answers_json_rows(wine):
 def test_a_model_task_other_than_the_datasets_fails_with_a_condition(wine):
     tj = {"apiVersion": "tauon.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "wine-cnn"},
           "spec": {"datasetRef": {"name": "wine"}, "model": {"architecture": "mlp"},
-                   "hyperparameters": {"epochs": 1, "batchSize": 16}, "resources": {"cpu": "1", "memory": "1Gi"}}}
+                   "hyperparameters": {"epochs": 1, "batchSize": 16}, "resources": {"cpu": "500m", "memory": "1Gi"}}}
     wine.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(tj))
     st = finished(wine, "wine-cnn")
     assert st["phase"] == "Failed"

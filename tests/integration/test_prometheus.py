@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from kubetest import get_json, status_of, wait_for, wait_phase
+from localplatform import grant_store
 from localkube.procutil import free_port
 from monitoring import dashboard_queries, prometheus, rule_groups, write_rule_file
 
@@ -122,6 +123,7 @@ def loop(platform, prom):
     platform.kubectl("create", "namespace", ns)
     wait_for(lambda: platform.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0,
              what=f"default ServiceAccount in {ns}")
+    grant_store(platform, ns)  # the platform publishes datasets and models to its S3 store
     objects = [
         {"apiVersion": GROUP, "kind": "Dataset", "metadata": {"name": "digits"},
          "spec": {"source": {"builtin": {"name": "digits"}}}},

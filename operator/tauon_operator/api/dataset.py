@@ -102,7 +102,7 @@ class DatasetSpec(ApiModel):
                 "self.task != 'tabular-classification' || "
                 "!has(self.source.synthetic) && (!has(self.source.builtin) || "
                 f"self.source.builtin.name in {list(TABULAR_BUILTINS)})",
-                "task tabular-classification reads a CSV (http or pvc) or the builtin wine or "
+                "task tabular-classification reads a CSV (http, s3 or pvc) or the builtin wine or "
                 "breast_cancer",
                 field_path=".task",
             ),
@@ -110,7 +110,7 @@ class DatasetSpec(ApiModel):
     }
 
     source: DatasetSource = Field(
-        description="Where the data comes from: exactly one of builtin, synthetic, http or pvc. "
+        description="Where the data comes from: exactly one of builtin, synthetic, http, pvc or s3. "
         "Immutable: create a new Dataset to use different data.",
         json_schema_extra=rules(immutable("source", "create a new Dataset to use different data")),
     )
@@ -150,7 +150,9 @@ class DatasetSpec(ApiModel):
         if builtin is not None and (builtin.name in TABULAR_BUILTINS) != tabular:
             raise ValueError(f"builtin {builtin.name} does not fit task {self.task}")
         if tabular and self.source.synthetic is not None:
-            raise ValueError("task tabular-classification reads a CSV (http or pvc) or a builtin")
+            raise ValueError(
+                "task tabular-classification reads a CSV (http, s3 or pvc) or a builtin"
+            )
         return self
 
 

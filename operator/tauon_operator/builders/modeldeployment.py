@@ -18,8 +18,6 @@ from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
-
-
 REMOTE_SCHEMES = ("s3://", "https://")
 FETCHED_SUBDIR = "model"  # where the storage initializer puts a remote model, under MODEL_MOUNT
 STORAGE_INITIALIZER = "storage-initializer"
@@ -150,7 +148,7 @@ def _deployment(
     if model.remote:
         # KServe's storage initializer: the version is downloaded and every file verified
         # before the server starts; a mismatch ends here, with its reason in the termination
-        # message (status.modeldeployment.fetch_problem).
+        # message (status.modeldeployment.pod_problem).
         bucket = urlparse(model.remote).netloc if model.remote.startswith("s3://") else None
         init = pod.runtime_container(
             settings,

@@ -55,7 +55,8 @@ def exit_codes(pods: list[dict[str, Any]]) -> set[int]:
 
 
 def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) for a pod the scheduler cannot place or whose image cannot be pulled."""
+    """(reason, message) for a pod the scheduler cannot place, whose image cannot be pulled, or
+    whose container the kubelet cannot create (a missing Secret or ConfigMap)."""
     for p in pods:
         st = p.get("status", {})
         for c in st.get("conditions") or []:
@@ -69,8 +70,13 @@ def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     # A claim still being provisioned: a wait, not a problem to report.
                     return "WaitingForVolume", f"pod {p['metadata']['name']}: {message}"
                 return "Unschedulable", f"pod {p['metadata']['name']}: {message}"
-        for cs in st.get("containerStatuses") or []:
+        for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
             waiting = cs.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") == "CreateContainerConfigError":
+                # e.g. the artifact store's credentials Secret is missing in this namespace
+                return "CreateContainerConfigError", (
+                    f"pod {p['metadata']['name']}: {cs.get('name')}: {waiting.get('message', '')}"
+                )
             if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
                 return "ImagePullBackOff", (
                     f"pod {p['metadata']['name']}: cannot pull image "

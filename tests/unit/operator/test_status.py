@@ -279,3 +279,13 @@ def test_a_fetch_that_succeeded_after_a_failure_is_not_a_problem():
     s = dump(modeldeployment_status(MD, "http://x", (1, 0), "new", None,
                                     deployment("new", 1, 1, 1), None, None, NOW, [recovered]))
     assert s["phase"] == "Ready"
+
+
+def test_a_prepare_pod_without_the_store_secret_says_which_one():
+    waiting = {"metadata": {"name": "d-prepare-x"}, "status": {"phase": "Pending", "containerStatuses": [
+        {"name": "prepare", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                  "message": 'secret "tauon-store" not found'}}}]}}
+    s = dump(dataset_status(DS, "d-data", job(active=1), [waiting], NOW))
+    ready = cond(s, "Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "CreateContainerConfigError", 'pod d-prepare-x: prepare: secret "tauon-store" not found')
