@@ -43,10 +43,10 @@ class TimingReporter(Reporter):
         super().__init__(stream=io.StringIO())
         self.epoch_ends: list[tuple[float, int]] = []  # (time, global step)
 
-    def event(self, name: str, **fields):
-        if name == "epoch":
+    def event(self, event: str, /, **fields):
+        if event == "epoch":
             self.epoch_ends.append((time.perf_counter(), fields["step"]))
-        return super().event(name, **fields)
+        return super().event(event, **fields)
 
 
 def sync(device: torch.device) -> None:
