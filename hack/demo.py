@@ -141,23 +141,6 @@ def model_deployment(name: str, uri: str, sha256: str) -> str:
                                 "resources": {"cpu": "100m", "memory": "1Gi"}}})
 
 
-def tampered_copy(cluster: Cluster, uri: str) -> str:
-    """The version at `uri` copied in the bucket with one bit of its weights flipped (the
-    manifest unchanged, as an attacker or a bad disk would leave it); returns the copy's URI."""
-    import obstore
-
-    client, bucket = cluster.object_store.client(), cluster.object_store.bucket
-    src = uri.removeprefix(f"s3://{bucket}/")
-    dst = src.replace("/models/", "/models/tampered-", 1)
-    for batch in obstore.list(client, src):
-        for obj in batch:
-            data = bytes(obstore.get(client, obj["path"]).bytes())
-            if obj["path"].endswith(".safetensors"):
-                data = data[:-1] + bytes([data[-1] ^ 1])
-            obstore.put(client, dst + obj["path"].removeprefix(src), data)
-    return f"s3://{bucket}/{dst}"
-
-
 def models_travel(cluster: Cluster, model: dict, ds: dict | None) -> bool:
     """The version in the artifact store served from another namespace by its s3:// URI, and a
     tampered copy refused with the checksum reason."""
@@ -180,7 +163,7 @@ def models_travel(cluster: Cluster, model: dict, ds: dict | None) -> bool:
         predict_test_split(cluster, ds, endpoint)
 
     step("a tampered copy of that version (one bit of the weights flipped) is refused")
-    bad = tampered_copy(cluster, model["location"])
+    bad = localplatform.tampered_copy(cluster, model["location"], f"tampered-{name}")
     t0 = time.monotonic()
     cluster.kubectl("apply", "-n", team, "-f", "-",
                     input=model_deployment("tampered", bad, model["sha256"]))

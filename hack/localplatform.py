@@ -94,6 +94,25 @@ def grant_store(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
 
 
+def tampered_copy(cluster: Cluster, uri: str, name: str = "tampered") -> str:
+    """The model version at `uri` copied in the store under `name` with one bit of its weights
+    flipped and its manifest unchanged (as an attacker or a bad disk would leave it); returns
+    the copy's URI."""
+    import obstore
+
+    client, bucket = cluster.object_store.client(), cluster.object_store.bucket
+    src = uri.removeprefix(f"s3://{bucket}/")
+    models, _, rest = src.partition("/models/")
+    dst = f"{models}/models/{name}/{rest.partition('/')[2]}"
+    for batch in obstore.list(client, src):
+        for obj in batch:
+            data = bytes(obstore.get(client, obj["path"]).bytes())
+            if obj["path"].endswith(".safetensors"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            obstore.put(client, dst + obj["path"].removeprefix(src), data)
+    return f"s3://{bucket}/{dst}"
+
+
 def volume_dir(cluster: Cluster, namespace: str, claim: str) -> Path:
     """Where a claim's data lives on this machine (the PV's hostPath)."""
     pvc = json.loads(cluster.kubectl("get", "pvc", claim, "-n", namespace, "-o", "json").stdout)

@@ -95,7 +95,7 @@ def run(kubeconfig: str, root: Path, supported: tuple[str, ...] = ALL_ACCESS_MOD
                         _refuse(core, pvc, bad, supported)
                     else:
                         _provision(core, pvc, root)
-        except Exception:  # noqa: BLE001 - a provisioner keeps going, as the real ones do
+        except Exception:  # a provisioner keeps going, as the real ones do
             log.exception("watch failed; retrying")
             time.sleep(1)
 

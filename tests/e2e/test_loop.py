@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from kubetest import condition, get_json, new_namespace, status_of, wait_for, wait_phase
-from localplatform import grant_store, ready_endpoints, volume_dir
+from localplatform import grant_store, ready_endpoints, tampered_copy, volume_dir
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -131,19 +131,12 @@ def test_a_stored_model_is_served_in_another_namespace_and_a_tampered_one_is_ref
         test, classes = held_out(digits)
         assert right_answers(endpoint, test, classes) >= 18
 
-        # The same version copied to another key with one byte of the weights changed.
-        store = digits.object_store.client()
-        src = uri.removeprefix("s3://tauon/")
-        dst = src.replace("/models/digits/", "/models/tampered/")
-        for batch in obstore.list(store, src):
-            for obj in batch:
-                data = bytes(obstore.get(store, obj["path"]).bytes())
-                if obj["path"].endswith("model.safetensors"):
-                    data = data[:-1] + bytes([data[-1] ^ 1])
-                obstore.put(store, dst + obj["path"].removeprefix(src), data)
+        # The same version copied to another key with one bit of the weights flipped.
+        bad = tampered_copy(digits, uri)
+        assert bad == uri.replace("/models/digits/", "/models/tampered/")
         t0 = time.monotonic()
         digits.kubectl("apply", "-n", team, "-f", "-",
-                       input=model_deployment("tampered", uri="s3://tauon/" + dst, sha256=sha))
+                       input=model_deployment("tampered", uri=bad, sha256=sha))
         failed = wait_phase(digits, "mdep", "tampered", team, "Failed", timeout=30)
         ready = condition(failed, "Ready")
         assert ready["reason"] == "ChecksumMismatch", ready

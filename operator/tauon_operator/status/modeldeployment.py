@@ -119,18 +119,16 @@ def modeldeployment_status(
             conditions=c.merge(prev.get("conditions"), conds, gen, now),
         )
 
+    def blocked(phase: Phase, reason: str, message: str, stalled: bool) -> ModelDeploymentStatus:
+        """Not serving, and why: stalled for good, or still reconciling."""
+        conds = c.standard(
+            ready=False, reason=reason, message=message, stalled=stalled, reconciling=not stalled
+        )
+        return done(phase, conds)
+
     if problem is not None:
         reason, message, stalled = problem
-        return done(
-            Phase.FAILED if stalled else Phase.PENDING,
-            c.standard(
-                ready=False,
-                reason=reason,
-                message=message,
-                stalled=stalled,
-                reconciling=not stalled,
-            ),
-        )
+        return blocked(Phase.FAILED if stalled else Phase.PENDING, reason, message, stalled)
     complete, ready, updated = _rolled_out(stable, want[0], digest or "")
     if canary_digest:
         c_complete, c_ready, _ = _rolled_out(canary, want[1], canary_digest)
@@ -147,17 +145,7 @@ def modeldeployment_status(
             c.standard(ready=False, reason="ModelRefused", message=refused, stalled=True),
         )
     if found_problem := pod_problem(pods or []):
-        phase, reason, message, stalled = found_problem
-        return done(
-            phase,
-            c.standard(
-                ready=False,
-                reason=reason,
-                message=message,
-                stalled=stalled,
-                reconciling=not stalled,
-            ),
-        )
+        return blocked(*found_problem)
     for dep in (stable, canary):
         for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
             if cond["type"] == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
