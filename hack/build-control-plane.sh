@@ -13,7 +13,9 @@ K8S_VERSION=${K8S_VERSION:-v1.37.2}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 ETCD_VERSION=${ETCD_VERSION:-v3.7.0} # the etcd server that k8s.io/kubernetes itself pins
 CACHE=${TAUON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tauon}
-OUT="$CACHE/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
+# -r2: the binaries say their version (/version, `kubectl version`): Kueue refuses to start on
+# an API server that reports the unstamped v0.0.0-master, and helm checks charts' kubeVersion.
+OUT="$CACHE/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-r2"
 BIN="$OUT/bin"
 WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
@@ -65,7 +67,14 @@ cd "$mod"
 started=$(date +%s)
 echo "building the control plane ($K8S_VERSION) into $BIN; the first build takes a while" >&2
 go mod tidy >&2
-go build -trimpath -ldflags="-s -w" -o "$BIN/" \
+# What Kubernetes' own build (hack/lib/version.sh) stamps into every binary.
+stamp="-s -w"
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  stamp+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  stamp+=" -X $pkg.gitTreeState=clean"
+done
+go build -trimpath -ldflags="$stamp" -o "$BIN/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler >&2
