@@ -11,8 +11,8 @@ PY := $(VENV)/bin/python
 # (another clone on this machine may have installed itself there last).
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
-.PHONY: help setup venv control-plane prometheus seaweedfs demo test lint unit integration e2e cluster-up cluster-down \
-        crds crds-check bench clean
+.PHONY: help setup venv control-plane prometheus seaweedfs kueue demo test lint unit integration e2e cluster-up \
+        cluster-down crds crds-check bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,13 +29,16 @@ prometheus: ## build prometheus and promtool, take prometheus-operator's CRDs (c
 seaweedfs: ## build SeaweedFS, the local platform's S3 artifact store (cached)
 	@hack/build-seaweedfs.sh >/dev/null
 
+kueue: ## build Kueue (the queueing and quota controller the Kueue tests run), take its CRDs (cached)
+	@hack/build-kueue.sh >/dev/null
+
 setup: venv control-plane
 
 EXAMPLE ?= examples/digits
 demo: setup seaweedfs ## the main job: start the platform locally and show it working (EXAMPLE=examples/<dir>)
 	@$(PY) hack/demo.py $(EXAMPLE)
 
-test: setup prometheus seaweedfs lint ## every test: lint, unit, integration (real API server) and end-to-end
+test: setup prometheus seaweedfs kueue lint ## every test: lint, unit, integration (real API server) and end-to-end
 	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min
 	@# of mostly waiting) overlap the rest instead of adding to it. Each worker has its own cluster.
 	$(PY) -m pytest -n 2 --dist loadfile tests
@@ -48,7 +51,7 @@ lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
 unit: venv ## unit tests only (no cluster)
 	$(PY) -m pytest tests/unit
 
-integration: setup seaweedfs ## integration tests against the local control plane
+integration: setup seaweedfs kueue ## integration tests against the local control plane
 	$(PY) -m pytest tests/integration
 
 e2e: setup seaweedfs ## end-to-end tests (the whole loop)

@@ -171,3 +171,53 @@ def node_credentials(pki_dir: Path, node: str, days: int = 7) -> dict[str, Path]
         _write_cert(pki_dir / f"{stem}.crt", b.sign(ca_key, hashes.SHA256()))
         out[stem.removeprefix(f"node-{node}").lstrip("-") or "client"] = pki_dir / stem
     return out
+
+
+def webhook_ca_and_serving(pki_dir: Path, stem: str, ca_name: str, dns_names: list[str],
+                           days: int = 3650) -> dict[str, bytes]:
+    """A CA of a webhook server's own and a serving cert it signed for `dns_names` and
+    127.0.0.1 (the API server calls the webhook on loopback), written as <stem>-ca.{crt,key}
+    and <stem>.{crt,key}; returns them as a cert-controller Secret holds them (ca.crt, ca.key,
+    tls.crt, tls.key).
+
+    Its own CA, not the cluster's: the component is given the CA's key, and the cluster CA's key
+    signs system:masters client certs. RSA in PKCS#1 and long-lived because that is what
+    cert-controller (the rotator inside Kueue and other kubebuilder controllers) accepts
+    and keeps instead of replacing: it parses the CA key as PKCS#1, verifies the CA for its own
+    name and renews anything that expires within 90 days."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = _name(ca_name, (ca_name,))
+    ca = (
+        _builder(subject, subject, ca_key.public_key(), days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, True, False, False, False), critical=True
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(ca_name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sans = [x509.DNSName(d) for d in dns_names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    leaf = (
+        _builder(_name(dns_names[0]), subject, key.public_key(), days)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pkcs1 = serialization.PrivateFormat.TraditionalOpenSSL  # "RSA PRIVATE KEY": PKCS#1
+    out = {
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        "ca.key": ca_key.private_bytes(serialization.Encoding.PEM, pkcs1,
+                                       serialization.NoEncryption()),
+        "tls.crt": leaf.public_bytes(serialization.Encoding.PEM),
+        "tls.key": key.private_bytes(serialization.Encoding.PEM, pkcs1,
+                                     serialization.NoEncryption()),
+    }
+    for name, data in out.items():
+        path = pki_dir / {"ca.crt": f"{stem}-ca.crt", "ca.key": f"{stem}-ca.key",
+                          "tls.crt": f"{stem}.crt", "tls.key": f"{stem}.key"}[name]
+        path.write_bytes(data)
+        if name.endswith(".key"):
+            path.chmod(0o600)
+    return out
