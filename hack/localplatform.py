@@ -31,11 +31,14 @@ BLOCK_STORAGE = ("ReadWriteOnce",)
 
 def start(state_dir: Path | None = None, gpu_nodes: int = 4, operator: bool = True,
           operator_kubeconfig: Path | None = None, object_store: bool = True,
-          access_modes: tuple[str, ...] | None = BLOCK_STORAGE) -> Cluster:
+          access_modes: tuple[str, ...] | None = BLOCK_STORAGE, agent_gpus: int = 0,
+          kueue: bool = False) -> Cluster:
     """The platform; with `object_store` SeaweedFS is the artifact store (the operator is
-    configured with it and the `default` namespace holds its credentials Secret)."""
+    configured with it and the `default` namespace holds its credentials Secret); with `kueue`
+    Kueue runs before the operator starts (localkube.kueue); the node agent advertises
+    `agent_gpus` nvidia.com/gpu (its pods still train on the CPU)."""
     nodes = [NodeSpec(name=f"gpu-node-{i}", taints=(SIMULATED_TAINT,)) for i in range(gpu_nodes)]
-    agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH},
+    agent = NodeAgentSpec(image_env={"PYTHONPATH": SOURCE_PATH}, gpus=agent_gpus,
                           image_paths=tuple(SOURCE_PATH.split(os.pathsep)))
     cluster = Cluster.start(state_dir, nodes=nodes, agent=agent, access_modes=access_modes)
     try:
@@ -43,6 +46,10 @@ def start(state_dir: Path | None = None, gpu_nodes: int = 4, operator: bool = Tr
         if object_store:
             cluster.start_object_store()
             grant_store(cluster, "default")
+        if kueue:
+            from localkube.kueue import Kueue
+
+            Kueue.start(cluster)
         if operator:
             start_operator(cluster, operator_kubeconfig)
     except BaseException:

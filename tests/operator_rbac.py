@@ -101,6 +101,8 @@ NAMESPACED_REQUESTS: tuple[Request, ...] = tuple(
                 ("list", "watch", "create", "patch", "delete"))
     + _requests("rbac.authorization.k8s.io", ["roles", "rolebindings"],
                 ("list", "watch", "create", "patch"))
+    # Kueue's Workloads: listed and watched (read only) when Kueue is installed.
+    + _requests("kueue.x-k8s.io", ["workloads"], ("list", "watch"))
     # kopf posts Events (core v1); it never updates one.
     + _requests("", ["events"], ("create",))
 )

@@ -33,6 +33,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("tauon.dev/v1alpha1", "Dataset"): "datasets",
     ("tauon.dev/v1alpha1", "TrainingJob"): "trainingjobs",
     ("tauon.dev/v1alpha1", "ModelDeployment"): "modeldeployments",
+    ("kueue.x-k8s.io/v1beta2", "Workload"): "workloads",  # read only: Kueue's decisions
 }
 
 
@@ -117,6 +118,17 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def served_sync(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves `kind` in `api_version` (discovery; a group that is
+        not installed answers 404)."""
+        try:
+            body = self._call_sync("GET", f"/apis/{api_version}", None, "application/json", [])
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return any(r.get("kind") == kind for r in (body or {}).get("resources") or [])
 
     async def list_objects(
         self,

@@ -117,10 +117,15 @@ async def load_cache(memo: kopf.Memo, **_) -> None:
     startup handler has succeeded). The children's informers get their own connections."""
     t0 = time.monotonic()
     namespaces = controller().settings.namespaces
-    if "informers" not in memo:
-        n = len(watch.CHILDREN) * max(1, len(namespaces))
-        memo["informers"] = watch.start_informers(Kube.from_environment(pool=n + 2), namespaces)
     try:
+        if "informers" not in memo:
+            n = (len(watch.CHILDREN) + 1) * max(1, len(namespaces))
+            kube = Kube.from_environment(pool=n + 2)
+            # Kueue's Workloads are followed when Kueue is installed (checked at start: a
+            # Kueue installed later is seen after the operator restarts).
+            kueue = await asyncio.to_thread(kube.served_sync, *watch.WORKLOADS)
+            log.info("Kueue %s", "found: following its Workloads" if kueue else "not installed")
+            memo["informers"] = watch.start_informers(kube, namespaces, kueue=kueue)
         await watch.load_cache(memo["informers"], namespaces)
     except (ApiException, OSError, urllib3.exceptions.HTTPError, TimeoutError) as e:
         raise kopf.TemporaryError(f"loading the cache: {e}", delay=2) from e

@@ -100,6 +100,12 @@ def _claim(obj: Mapping[str, Any]) -> tuple:
     return (_meta(obj), spec)
 
 
+def _workload(obj: Mapping[str, Any]) -> tuple:
+    # Kueue's decision: its conditions and where it admitted the run, not its bookkeeping.
+    st = obj.get("status") or {}
+    return (_meta(obj), _conditions(st), (st.get("admission") or {}).get("clusterQueue"))
+
+
 def _default(obj: Mapping[str, Any]) -> tuple:
     return (_meta(obj), _body(obj))
 
@@ -109,6 +115,7 @@ _PROJECTIONS: dict[str, Callable[[Mapping[str, Any]], tuple]] = {
     "Job": _job,
     "Deployment": _deployment,
     "PersistentVolumeClaim": _claim,
+    "Workload": _workload,
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tauon_runtime.contract.keys import (
     ENV_STORE_BUCKET,
@@ -39,6 +41,9 @@ class Settings:
     store_prefix: str = "tauon"
     store_region: str = "us-east-1"
     store_secret: str = ""
+    # Added to every pod that asks for GPUs (the chart's `gpuTolerations`: GPU node pools are
+    # usually tainted nvidia.com/gpu so that nothing else lands there).
+    gpu_tolerations: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +63,16 @@ class Settings:
             store_prefix=env.get(ENV_STORE_PREFIX, "tauon"),
             store_region=env.get(ENV_STORE_REGION) or "us-east-1",
             store_secret=env.get("TAUON_STORE_SECRET", ""),
+            gpu_tolerations=_tolerations(env.get("TAUON_GPU_TOLERATIONS", "")),
         )
+
+
+def _tolerations(text: str) -> tuple[dict[str, Any], ...]:
+    """TAUON_GPU_TOLERATIONS: a JSON list of core/v1 Tolerations (the chart checks their shape
+    with its values schema; the API server checks them again in every pod)."""
+    if not text.strip():
+        return ()
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("TAUON_GPU_TOLERATIONS must be a JSON list of tolerations")
+    return tuple(value)

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tauon_operator.meta import PARENT_LABEL
+from tauon_operator.queueing import JOB_UID_LABEL
 
-_INDEXED = tuple(PARENT_LABEL.values())
+# The labels the cache indexes: a child's parent, and the Job a Kueue Workload stands for.
+_INDEXED = (*PARENT_LABEL.values(), JOB_UID_LABEL)
 
 
 def _version(obj: Mapping[str, Any]) -> int | None:

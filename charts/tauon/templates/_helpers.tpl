@@ -99,6 +99,11 @@ them is needed (remove one and a request the operator makes is denied).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["list", "watch", "create", "patch"]
+# Kueue's Workloads, read only (when Kueue is installed): what Kueue decided about a queued
+# TrainingJob (queued, admitted, preempted, and why) becomes its status.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list", "watch"]
 # Events on our resources (kopf posts them; it never updates one).
 - apiGroups: [""]
   resources: ["events"]

@@ -14,6 +14,8 @@ schema. The translation, node by node:
   server fills the same values as pydantic;
 - status carries no defaults (status is observed, never defaulted), but for one at its root:
   `observedGeneration: 0` until the operator writes status, so a fresh object is InProgress;
+- a field marked with a Kubernetes core type (api/core.py: tolerations, affinity) gets the API
+  server's own schema of that type;
 - the root carries the kind's name rules (CEL on `self.metadata.name`): names become label
   values, Service names and hostname prefixes of the children.
 """
@@ -29,6 +31,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 
+from . import core
 from .common import CATEGORY, GROUP, UNOBSERVED_STATUS, VERSION
 from .resource import KINDS, Resource
 
@@ -90,6 +93,8 @@ def _collapse_optional(node: dict, defs: dict) -> dict:
 
 def _node(node: dict, defs: dict, defaults: bool) -> dict:
     node = _collapse_optional(_resolve(dict(node), defs), defs)
+    if core.CORE_TYPE in node:  # a Kubernetes type passed through: the API server's schema
+        return _ordered(core.embed(node))
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title":

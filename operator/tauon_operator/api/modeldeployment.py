@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,6 +27,7 @@ from .common import (
     phase_field,
     rules,
 )
+from .core import NodeLabels, affinity_field, node_selector_field, tolerations_field
 
 # Where a model can be served from. pvc://<claim>[/<path>]: a PersistentVolumeClaim in the same
 # namespace (a DNS subdomain), mounted read-only. s3://<bucket>/<key>/ and https://<host>/<path>/:
@@ -211,6 +213,16 @@ class ModelDeploymentSpec(ApiModel):
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching settings.")
     canary: Canary | None = Field(None, description="Send part of the traffic to a second model.")
     feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
+    tolerations: tuple[dict[str, Any], ...] | None = tolerations_field("inference pods")
+    node_selector: NodeLabels | None = node_selector_field("inference pods")
+    affinity: dict[str, Any] | None = affinity_field("inference pods")
+    priority_class_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="PriorityClass of the inference pods. Unset: the cluster's default priority.",
+    )
     image: Image | None = None
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -36,6 +37,7 @@ from .common import (
     phase_field,
     rules,
 )
+from .core import NodeLabels, affinity_field, node_selector_field, tolerations_field
 
 MAX_WORKERS = 128
 MAX_BACKOFF_LIMIT = 100  # also the highest attempt number: worker Jobs are `<name>-a<attempt>`
@@ -163,8 +165,12 @@ class TrainingJobSpec(ApiModel):
         min_length=1,
         max_length=253,
         pattern=DNS_SUBDOMAIN,
-        description="PriorityClass of the worker pods. Unset: the cluster's default priority.",
+        description="PriorityClass of the worker pods. Unset: the cluster's default priority. "
+        "Kueue, when it queues the run, admits and preempts by this priority too.",
     )
+    tolerations: tuple[dict[str, Any], ...] | None = tolerations_field("worker pods")
+    node_selector: NodeLabels | None = node_selector_field("worker pods")
+    affinity: dict[str, Any] | None = affinity_field("worker pods")
     image: Image | None = None
 
     @model_validator(mode="after")
@@ -187,6 +193,7 @@ class TrainingJobSpec(ApiModel):
 
 class TrainingJobPhase(StrEnum):
     PENDING = "Pending"  # waiting for the Dataset, or for the workers to start
+    QUEUED = "Queued"  # waiting for Kueue to admit it (again, after a preemption)
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     RESTARTING = "Restarting"  # a worker failed: the group restarts from the latest checkpoint
@@ -204,6 +211,9 @@ class TrainingJobReason(StrEnum):
     STARTING_WORKERS = "StartingWorkers"
     TRAINING = "Training"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"
+    ADMITTED = "Admitted"
+    PREEMPTED = "Preempted"
     WORKER_FAILED = "WorkerFailed"
     SUCCEEDED = "Succeeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
@@ -266,7 +276,8 @@ class TrainingJobStatus(StatusModel):
     observed_generation: int | None = observed_generation_field()
     phase: TrainingJobPhase | None = phase_field(TrainingJobPhase)
     conditions: tuple[Condition, ...] = conditions_field(
-        "Ready, Reconciling, Stalled, Succeeded, Failed, SpecApplied"
+        "Ready, Reconciling, Stalled, Succeeded, Failed, SpecApplied, and Admitted when the run "
+        "is in a Kueue queue (Queued, Admitted or Preempted, with Kueue's reason)"
     )
     start_time: datetime | None = Field(None, description="When the first worker started.")
     completion_time: datetime | None = Field(None, description="When the run succeeded.")

@@ -209,6 +209,7 @@ def _deployment(
                     **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
                     "volumes": volumes,
+                    **pod.placement(settings, spec, spec.resources.gpus),
                 },
             },
         },

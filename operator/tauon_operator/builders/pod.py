@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tauon_operator import queueing
 from tauon_operator.settings import Settings
 from tauon_runtime.contract.keys import (
     ENV_NAMESPACE,
@@ -139,9 +140,27 @@ def compute_resources(cpu: str, memory: str, gpus: int) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def placement(settings: Settings, spec: Any, gpus: int) -> dict[str, Any]:
+    """Where a pod may run: the spec's tolerations (after the chart's GPU tolerations, for a pod
+    that asks for GPUs, as the ExtendedResourceToleration admission plugin would add them),
+    node selector, affinity and priority class, passed through as the API server accepted
+    them. Only the keys that are set."""
+    tolerations = [*(settings.gpu_tolerations if gpus else ()), *(spec.tolerations or ())]
+    out: dict[str, Any] = {
+        "tolerations": [dict(t) for t in tolerations],
+        "nodeSelector": dict(spec.node_selector or {}),
+        "affinity": dict(spec.affinity or {}),
+        "priorityClassName": spec.priority_class_name,
+    }
+    return {k: v for k, v in out.items() if v}
+
+
 def update_job(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
     """A Job's pod template is immutable: an attempt keeps its pods. Only suspension follows
-    the spec in place."""
+    the spec in place, and only on a Job the operator suspends itself: a Job in a Kueue queue is
+    suspended and resumed by Kueue (another controller's field: never fought over)."""
+    if queueing.queue_name(desired) or queueing.queue_name(current):
+        return None
     want = bool(desired["spec"].get("suspend", False))
     if bool(current["spec"].get("suspend")) != want:
         return {"spec": {"suspend": want}}

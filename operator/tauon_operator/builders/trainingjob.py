@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tauon_operator import queueing
 from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob
 from tauon_operator.builders import access, pod
 from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
@@ -81,7 +82,8 @@ def build(
 
     config = pod.config_map(object_meta(tj, config_map_name(tj), "trainer"), run_config(tj))
     output = pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)
-    job_meta = object_meta(tj, job_name, "trainer", {ATTEMPT_LABEL: str(attempt)})
+    queue = queueing.queue_labels(tj)
+    job_meta = object_meta(tj, job_name, "trainer", {ATTEMPT_LABEL: str(attempt), **queue})
     selector = {PARENT_LABEL["TrainingJob"]: name, "app.kubernetes.io/component": "trainer"}
     service = {
         "apiVersion": "v1",
@@ -146,15 +148,17 @@ def build(
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             access.token_volume(),
         ],
+        **pod.placement(settings, spec, spec.resources.gpus),
     }
-    if spec.priority_class_name:
-        pod_spec["priorityClassName"] = spec.priority_class_name
+    pod_labels = {k: v for k, v in job_meta["labels"].items() if k not in queue}
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": spec.workers,
         "parallelism": spec.workers,
         "backoffLimit": 0,  # one failed worker fails the group; the operator decides to restart
-        "suspend": bool(spec.suspend),
+        # A queued Job starts suspended, and Kueue resumes it when it admits the run (its
+        # webhook would suspend it too); the operator never touches `suspend` on it again.
+        "suspend": bool(spec.suspend) or bool(queue),
         "podFailurePolicy": {
             "rules": [
                 {
@@ -167,12 +171,16 @@ def build(
                 },
             ]
         },
-        "template": {"metadata": {"labels": dict(job_meta["labels"])}, "spec": pod_spec},
+        # The queue labels stay on the Job: Kueue admits the Job, not each pod.
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
     if deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(1, int(deadline_seconds))
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
-    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, job]
+    # A queued run that its user suspends gives its quota back: its Job goes (Kueue would
+    # resume a suspended Job it has admitted) and comes back, queued again, on resume.
+    workers = [] if queue and spec.suspend else [job]
+    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, *workers]
     return [with_spec_hash(c) for c in children]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from tauon_operator import queueing
 from tauon_operator.builders import pod
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, Outcome, utcnow
@@ -33,7 +34,8 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name, ATTEMPT_LABEL: str(n)})
     location = f"pvc://{build.output_claim_name(tj)}/{build.MODEL_SUBDIR}"
     # plan status
-    plan = trainingjob_plan(tj, dataset, job, pods, now, location)
+    workload = queueing.workload_of(ctl.store, job)
+    plan = trainingjob_plan(tj, dataset, job, pods, now, location, workload)
     # build
     children = None
     if plan.apply_children:

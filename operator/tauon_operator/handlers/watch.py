@@ -7,7 +7,7 @@ import asyncio
 
 import kopf
 
-from tauon_operator import relevance
+from tauon_operator import queueing, relevance
 from tauon_operator.api import GROUP, VERSION
 from tauon_operator.handlers import dataset, modeldeployment, trainingjob
 from tauon_operator.informer import LISTED, Informer, wait_synced
@@ -64,6 +64,10 @@ def child_event(kind: str, type_: str, body: dict) -> None:
         body = old or body  # a relist's DELETED carries the name only
     elif not relevance.matters(kind, old, body):
         return  # a change the parent's reconcile does not read (a binding, a counter, a heartbeat)
+    if kind == "Workload":  # Kueue's object, not ours: it stands for one of our Jobs
+        owners = body["metadata"].get("ownerReferences") or []
+        jobs = [ctl.store.get("Job", ns, o["name"]) for o in owners if o.get("kind") == "Job"]
+        body = next((j for j in jobs if j is not None), {"metadata": {}})
     labels = body["metadata"].get("labels") or {}
     for parent, label in PARENT_LABEL.items():
         if label in labels:
@@ -86,10 +90,19 @@ CHILDREN = (
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # only our own children
+# Kueue's Workloads, when Kueue is installed: what it decided about a queued run. Kueue labels
+# them with the Job's uid, not with ours, so they are all watched (read only).
+WORKLOADS = (queueing.WORKLOAD_API, "Workload")
 
 
-def start_informers(kube: Kube, namespaces: tuple[str, ...] = ()) -> list[Informer]:
+def start_informers(
+    kube: Kube, namespaces: tuple[str, ...] = (), kueue: bool = False
+) -> list[Informer]:
+    """One informer per child kind and namespace; with `kueue`, Kueue's Workloads too."""
     ctl, loop = controller(), asyncio.get_running_loop()
+    kinds: list[tuple[str, str, str | None]] = [(api, kind, SELECTOR) for api, kind in CHILDREN]
+    if kueue:
+        kinds.append((*WORKLOADS, None))
     return [
         Informer(
             kube,
@@ -97,11 +110,11 @@ def start_informers(kube: Kube, namespaces: tuple[str, ...] = ()) -> list[Inform
             api_version,
             kind,
             ns,
-            SELECTOR,
+            selector,
             child_event,
             lambda kind=kind, ns=ns: ctl.store.keys(kind, ns),  # type: ignore[misc]
         ).start()
-        for api_version, kind in CHILDREN
+        for api_version, kind, selector in kinds
         for ns in namespaces or (None,)
     ]
 

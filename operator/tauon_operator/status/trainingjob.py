@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tauon_operator import conditions as c
+from tauon_operator import queueing
 from tauon_operator.api import ModelArtifact, Progress, TrainingJobStatus
 from tauon_operator.api.trainingjob import TrainingJobPhase as Phase
 from tauon_operator.api.trainingjob import TrainingJobReason as Reason
@@ -55,7 +56,9 @@ def trainingjob_plan(
     pods: list[dict[str, Any]],
     now: datetime,
     model_location: str,
+    workload: dict[str, Any] | None = None,
 ) -> Plan:
+    """`workload`: the Kueue Workload of the Job, when the run is queued and Kueue made one."""
     prev = tj.get("status") or {}
     spec = tj["spec"]
     gen = tj["metadata"].get("generation", 1)
@@ -135,6 +138,17 @@ def trainingjob_plan(
             events=[("Warning", Reason.DEADLINE_EXCEEDED, "the run passed its deadline")],
         )
 
+    if job is None and spec.get("suspend") and queueing.queue_name(tj):
+        return plan(  # a queued run suspended by its user holds no Job (and no quota)
+            Phase.SUSPENDED,
+            c.standard(
+                ready=False,
+                reason=Reason.SUSPENDED,
+                **job_like,
+                message="suspended: out of the queue, checkpoints kept; resuming queues it again",
+            ),
+            apply_children=True,
+        )
     if job is None:
         return plan(
             Phase.PENDING,
@@ -172,12 +186,29 @@ def trainingjob_plan(
             counts,
             apply_children=True,
         )
+    queued: list[c.Cond] = []  # the Admitted condition of a run in a Kueue queue
+    if queueing.queue_name(job):
+        adm = queueing.admission(job, workload)
+        if not adm.admitted:
+            why = Reason.PREEMPTED if adm.state == "Preempted" else Reason.QUEUED
+            waiting = c.standard(
+                ready=False, reason=why, message=adm.message, reconciling=True, **job_like
+            )
+            return plan(
+                Phase.QUEUED,
+                [*waiting, c.Cond(queueing.ADMITTED, False, why, adm.message)],
+                counts,
+                apply_children=True,
+                events=[("Warning", why, adm.message)] if why == Reason.PREEMPTED else [],
+            )
+        queued = [c.Cond(queueing.ADMITTED, True, Reason.ADMITTED, adm.message)]
     if problem := observe.scheduling_problem(pods):
         return plan(
             Phase.PENDING,
             c.standard(
                 ready=False, reason=problem[0], message=problem[1], reconciling=True, **job_like
-            ),
+            )
+            + queued,
             counts,
             apply_children=True,
             events=[("Warning", problem[0], problem[1])] if problem[0] in WARNINGS else [],
@@ -197,7 +228,8 @@ def trainingjob_plan(
             Phase.RUNNING,
             c.standard(
                 ready=False, reason=Reason.TRAINING, message=msg, reconciling=True, **job_like
-            ),
+            )
+            + queued,
             {**counts, "start_time": kept["start_time"] or now},
             apply_children=True,
         )
@@ -209,7 +241,8 @@ def trainingjob_plan(
             reconciling=True,
             **job_like,
             message=f"{len(running)}/{workers} workers running",
-        ),
+        )
+        + queued,
         counts,
         apply_children=True,
     )
