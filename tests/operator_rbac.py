@@ -109,7 +109,9 @@ NAMESPACED_REQUESTS: tuple[Request, ...] = tuple(
 # kopf's discovery follows the CRDs in every mode; it observes namespaces only when it watches
 # a list of them.
 CRD_REQUESTS = tuple(_requests("apiextensions.k8s.io", ["customresourcedefinitions"],
-                               ("list", "watch"), cluster_scoped=True))
+                               ("list", "watch"), cluster_scoped=True)
+                     # the taints a pod that cannot be placed does not tolerate
+                     + _requests("", ["nodes"], ("list",), cluster_scoped=True))
 NAMESPACE_REQUESTS = tuple(_requests("", ["namespaces"], ("list", "watch"), cluster_scoped=True))
 
 

@@ -348,3 +348,48 @@ def test_restarting_the_operator_mid_creation_leaves_no_duplicates(cluster, name
     assert sorted(j["metadata"]["name"] for j in jobs) == [f"tj-{i:02d}-a0" for i in range(50)]
     pods = get_json(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=trainer")["items"]
     assert len(pods) == 50
+
+
+POOL_TAINT = {"key": "pool.example/a100", "value": "reserved", "effect": "NoSchedule"}
+
+
+def test_a_tainted_gpu_pool_takes_only_runs_that_tolerate_it(cluster, namespace, tauon_operator):
+    """A node pool tainted for one team: a TrainingJob with the toleration (and a node selector
+    for the pool) lands there; without the toleration its condition names the taint."""
+    from localkube import NodeSpec
+
+    if cluster.kubectl("get", "node", "a100-0", check=False).returncode:
+        cluster.add_nodes([NodeSpec(name="a100-0", labels={"pool.example/a100": "reserved"},
+                                    taints=(POOL_TAINT,))])
+    ready_dataset(cluster, namespace)
+    pool = {"nodeSelector": {"pool.example/a100": "reserved"}}
+    apply(cluster, namespace,
+          trainingjob("tolerant", tolerations=[{**POOL_TAINT, "operator": "Equal"}], **pool),
+          trainingjob("intolerant", **pool))
+    wait_phase(cluster, "tj", "tolerant", namespace, "Running")
+    [p] = get_json(cluster, "pods", "-n", namespace, "-l", "tauon.dev/trainingjob=tolerant")["items"]
+    assert p["spec"]["nodeName"] == "a100-0"
+    status = wait_for(lambda: (s := status_of(cluster, "tj", "intolerant", namespace))
+                      and condition(s, "Ready").get("reason") == "Unschedulable" and s,
+                      timeout=30, what="Unschedulable in status")
+    message = condition(status, "Ready")["message"]
+    assert "untolerated: pool.example/a100=reserved:NoSchedule" in message, message
+
+    # Another manager's annotation on a child stays through the operator's repairs.
+    cluster.kubectl("annotate", "job", "tolerant-a0", "-n", namespace, "example.com/owner=team-a")
+    uid = get_json(cluster, "configmap", "tolerant-config", "-n", namespace)["metadata"]["uid"]
+    cluster.kubectl("delete", "configmap", "tolerant-config", "-n", namespace)
+    wait_for(lambda: get_json(cluster, "configmap", "-n", namespace)["items"] and any(
+        c["metadata"]["name"] == "tolerant-config" and c["metadata"]["uid"] != uid
+        for c in get_json(cluster, "configmap", "-n", namespace)["items"]), what="repaired")
+    job = get_json(cluster, "job", "tolerant-a0", "-n", namespace)
+    assert job["metadata"]["annotations"]["example.com/owner"] == "team-a"
+
+
+def test_a_toleration_is_checked_by_the_api_servers_own_schema(cluster, namespace, crds):
+    bad = trainingjob("bad", tolerations=[{"key": "x", "operator": "Sometimes"}])
+    res = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
+    assert res.returncode != 0
+    assert "spec.tolerations[0].operator" in res.stderr and "Sometimes" in res.stderr, res.stderr
+    explained = cluster.kubectl("explain", "trainingjob.spec.tolerations.effect").stdout
+    assert "NoSchedule" in explained

@@ -116,6 +116,11 @@ them is needed (remove one and a request the operator makes is denied).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# Nodes, listed only when a worker cannot be placed for a taint: the condition names the taints
+# it does not tolerate (the scheduler's message only counts them).
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* Only when watching a list of namespaces: kopf observes namespaces coming and going. */}}

@@ -3,6 +3,10 @@ checkpoint when a worker fails, and records the exported model."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from tauon_operator import queueing
@@ -10,6 +14,7 @@ from tauon_operator.builders import pod
 from tauon_operator.builders import trainingjob as build
 from tauon_operator.controller import Controller, Outcome, utcnow
 from tauon_operator.meta import PARENT_LABEL
+from tauon_operator.status import observe
 from tauon_operator.status.trainingjob import (
     attempt,
     deadline_left,
@@ -20,6 +25,7 @@ from tauon_operator.status.trainingjob import (
 from tauon_runtime.contract.keys import ATTEMPT_LABEL
 
 KIND = "TrainingJob"
+log = logging.getLogger("tauon.trainingjob")
 
 
 async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
@@ -32,6 +38,8 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     dataset = ctl.store.get("Dataset", namespace, tj["spec"]["datasetRef"]["name"])
     job = ctl.store.get("Job", namespace, build.worker_job_name(tj, n))
     pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name, ATTEMPT_LABEL: str(n)})
+    if (refused := observe.untolerated(pods)) is not None:
+        pods = observe.naming_taints(pods, await untolerated_taints(ctl, refused))
     location = f"pvc://{build.output_claim_name(tj)}/{build.MODEL_SUBDIR}"
     # plan status
     workload = queueing.workload_of(ctl.store, job)
@@ -62,3 +70,18 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
             events=plan.events,
         ),
     )
+
+
+async def untolerated_taints(ctl: Controller, refused: dict[str, Any]) -> list[str]:
+    """The taints a worker the scheduler refused does not tolerate, on the nodes its
+    nodeSelector allows (read when it happens, not watched: nodes are many and rarely the
+    question). [] when nodes cannot be read."""
+    selector = refused.get("spec", {}).get("nodeSelector") or {}
+    try:
+        nodes = await ctl.kube.list_objects(
+            "v1", "Node", None, ",".join(f"{k}={v}" for k, v in selector.items()) or None
+        )
+    except (ApiException, OSError) as e:
+        log.info("cannot list nodes to name the taints: %s", e)
+        return []
+    return observe.untolerated_taints(refused, nodes)

@@ -83,3 +83,66 @@ def scheduling_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     f"{cs.get('image')}: {waiting.get('message', '')}"
                 )
     return None
+
+
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    """core/v1 Toleration.ToleratesTaint."""
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists":
+            if not t.get("key") or t["key"] == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (
+            taint.get("value") or ""
+        ):
+            return True
+    return False
+
+
+def _selected(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in (pod_spec.get("nodeSelector") or {}).items())
+
+
+def untolerated_taints(pod: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
+    """The taints (key=value:Effect, each once) on the nodes the pod's nodeSelector allows that
+    the pod does not tolerate: what the scheduler's "had untolerated taint(s)" leaves unsaid."""
+    spec = pod.get("spec") or {}
+    out: list[str] = []
+    for node in nodes:
+        if not _selected(spec, node):
+            continue
+        for taint in (node.get("spec") or {}).get("taints") or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(
+                spec.get("tolerations") or [], taint
+            ):
+                value = f"={taint['value']}" if taint.get("value") else ""
+                text = f"{taint.get('key')}{value}:{taint.get('effect')}"
+                if text not in out:
+                    out.append(text)
+    return out
+
+
+def untolerated(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first pod the scheduler refused for a taint it does not tolerate, if any."""
+    for p in pods:
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c.get("reason") == "Unschedulable" and "untolerated taint" in c.get("message", ""):
+                return p
+    return None
+
+
+def naming_taints(pods: list[dict[str, Any]], taints: list[str]) -> list[dict[str, Any]]:
+    """The pods with the refused pod's scheduling message naming `taints`."""
+    refused = untolerated(pods)
+    if refused is None or not taints:
+        return pods
+    conds = [
+        {**c, "message": f"{c.get('message', '')} (untolerated: {', '.join(taints)})"}
+        if c.get("reason") == "Unschedulable"
+        else c
+        for c in refused["status"]["conditions"]
+    ]
+    named = {**refused, "status": {**refused["status"], "conditions": conds}}
+    return [named if p is refused else p for p in pods]

@@ -147,3 +147,25 @@ def test_the_charts_gpu_tolerations_come_from_the_environment():
     assert got.gpu_tolerations == (GPU_TAINT,)
     with pytest.raises(ValueError, match="TAUON_GPU_TOLERATIONS"):
         Settings.from_env({"TAUON_GPU_TOLERATIONS": '{"key": "x"}'})
+
+
+def test_the_taints_a_refused_pod_does_not_tolerate_are_named():
+    from tauon_operator.status import observe
+
+    def node(name, labels, *taints):
+        return {"metadata": {"name": name, "labels": labels}, "spec": {"taints": list(taints)}}
+
+    pool = {"key": "pool", "value": "a100", "effect": "NoSchedule"}
+    gpu = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+    soft = {"key": "spot", "effect": "PreferNoSchedule"}
+    nodes = [node("a", {"pool": "a100"}, pool, gpu, soft), node("b", {"pool": "h100"}, pool)]
+    refused = {"metadata": {"name": "w-0"}, "spec": {"nodeSelector": {"pool": "a100"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+               "status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                                          "reason": "Unschedulable",
+                                          "message": "1 node(s) had untolerated taint(s)"}]}}
+    assert observe.untolerated_taints(refused, nodes) == ["pool=a100:NoSchedule"]
+    tolerant = {"spec": {"tolerations": [{"operator": "Exists"}]}}
+    assert observe.untolerated_taints(tolerant, nodes) == []
+    [named] = observe.naming_taints([refused], ["pool=a100:NoSchedule"])
+    assert observe.scheduling_problem([named])[1].endswith("(untolerated: pool=a100:NoSchedule)")
