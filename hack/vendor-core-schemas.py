@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from localkube import Cluster  # noqa: E402
+from localkube import Cluster
 
 ROOTS = ("io.k8s.api.core.v1.Toleration", "io.k8s.api.core.v1.Affinity")
 OUT = Path(__file__).resolve().parent.parent / "operator/tauon_operator/api/core_v1_schemas.json"
