@@ -353,16 +353,22 @@ def test_restarting_the_operator_mid_creation_leaves_no_duplicates(cluster, name
 POOL_TAINT = {"key": "pool.example/a100", "value": "reserved", "effect": "NoSchedule"}
 
 
-def test_a_tainted_gpu_pool_takes_only_runs_that_tolerate_it(cluster, namespace, tauon_operator):
-    """A node pool tainted for one team: a TrainingJob with the toleration (and a node selector
-    for the pool) lands there; without the toleration its condition names the taint."""
+def a100_pool(cluster) -> dict:
+    """A kwok node of a pool tainted for one team (made once per cluster); the node selector
+    that picks it."""
     from localkube import NodeSpec
 
     if cluster.kubectl("get", "node", "a100-0", check=False).returncode:
         cluster.add_nodes([NodeSpec(name="a100-0", labels={"pool.example/a100": "reserved"},
                                     taints=(POOL_TAINT,))])
+    return {"nodeSelector": {"pool.example/a100": "reserved"}}
+
+
+def test_a_tainted_gpu_pool_takes_only_runs_that_tolerate_it(cluster, namespace, tauon_operator):
+    """A node pool tainted for one team: a TrainingJob with the toleration (and a node selector
+    for the pool) lands there; without the toleration its condition names the taint."""
+    pool = a100_pool(cluster)
     ready_dataset(cluster, namespace)
-    pool = {"nodeSelector": {"pool.example/a100": "reserved"}}
     apply(cluster, namespace,
           trainingjob("tolerant", tolerations=[{**POOL_TAINT, "operator": "Equal"}], **pool),
           trainingjob("intolerant", **pool))
@@ -384,6 +390,27 @@ def test_a_tainted_gpu_pool_takes_only_runs_that_tolerate_it(cluster, namespace,
         for c in get_json(cluster, "configmap", "-n", namespace)["items"]), what="repaired")
     job = get_json(cluster, "job", "tolerant-a0", "-n", namespace)
     assert job["metadata"]["annotations"]["example.com/owner"] == "team-a"
+
+
+def test_inference_pods_are_placed_as_the_modeldeployment_asks(cluster, namespace, tauon_operator):
+    """Serving pods take the same placement as training pods: with the pool's toleration and
+    node selector they run on the tainted pool; the chart's GPU toleration comes first."""
+    pool = a100_pool(cluster)
+    ready_dataset(cluster, namespace)
+    trained(cluster, namespace, "model", "e" * 64)
+    toleration = {**POOL_TAINT, "operator": "Equal"}
+    apply(cluster, namespace, modeldeployment(
+        "pooled", model={"trainingJobRef": {"name": "model"}}, replicas=1,
+        tolerations=[toleration], **pool))
+    template = wait_for(lambda: get_json(cluster, "deployment", "-n", namespace)["items"] and
+                        get_json(cluster, "deployment", "pooled", "-n", namespace),
+                        what="the Deployment")["spec"]["template"]["spec"]
+    assert toleration in template["tolerations"]
+    assert template["nodeSelector"] == pool["nodeSelector"]
+    pods = wait_for(lambda: [p for p in get_json(cluster, "pods", "-n", namespace, "-l",
+                                                 "tauon.dev/modeldeployment=pooled")["items"]
+                             if p["spec"].get("nodeName")], what="a scheduled inference pod")
+    assert {p["spec"]["nodeName"] for p in pods} == {"a100-0"}
 
 
 def test_a_toleration_is_checked_by_the_api_servers_own_schema(cluster, namespace, crds):
