@@ -2,7 +2,7 @@
 
     python bench/operator_scale.py [--jobs 1000] [--nodes 125] [--gpus 8]
                                    [--baseline bare,children|bare|none] [--peer training-operator]
-                                   [--keep] [--state-dir DIR]
+                                   [--no-store] [--keep] [--state-dir DIR]
 
 Prints figures; it asserts nothing (exit 0 unless the cluster itself fails). One run, one
 control plane (hack/localkube: etcd, kube-apiserver, controller-manager, scheduler, kwok, the
@@ -11,9 +11,10 @@ volume provisioner), one node pool of `--nodes` x `--gpus` GPUs per phase, phase
   bare      N bare Indexed Jobs (1 pod, 1 GPU, the trainer's requests), created directly:
             what Kubernetes alone needs to get N pods scheduled. The denominator of the ratio.
   children  the exact object set the operator would build for N TrainingJobs (ServiceAccount,
-            Role, RoleBinding, ConfigMap, headless Service, output PVC, Indexed Job), created
-            directly by this script: the cost of the object graph itself (the PVC must be
-            provisioned and bound before its pod can be scheduled), without the operator.
+            Role, RoleBinding, ConfigMap, headless Service, Indexed Job; with --no-store an
+            output PVC too, which must be provisioned and bound before its pod can be
+            scheduled), created directly by this script: the cost of the object graph itself,
+            without the operator.
   peer      (--peer training-operator) N PyTorchJobs (1 master, the trainer's requests) and
             Kubeflow's training-operator v1.8.1 (Go, controller-runtime; bench/peer_training_operator.py)
             building their pods and Services: what a user would run instead. Stopped after its phase.
@@ -72,6 +73,8 @@ from localkube import Cluster, NodeSpec  # noqa: E402
 from localkube.cluster import ClusterError, build_binaries  # noqa: E402
 from localkube.kubeapi import ApiError, KubeApi  # noqa: E402
 from localkube.procutil import free_port, wait_for_url  # noqa: E402
+
+import localplatform  # noqa: E402
 
 import peer_training_operator as peer_to  # noqa: E402 - bench/, beside this script
 
@@ -413,6 +416,7 @@ def start_operator(cluster: Cluster, kubeconfig: Path, argv: list[str]) -> tuple
         "TAUON_HEALTH_PORT": "0",
         "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("operator", "runtime", "hack")),
         "PYTHONUNBUFFERED": "1",
+        **localplatform.store_settings(cluster),  # none without --store
     }
     # Spawned through the cluster, so stopping the cluster stops it too.
     proc = cluster._spawn("tauon-operator", argv, env)
@@ -455,15 +459,16 @@ def trainingjob(name: str) -> dict:
                      "resources": {"gpus": 1}}}
 
 
-def operator_children(name: str, ns: str) -> list[dict]:
-    """What the operator builds for trainingjob(name) (its own pure builder), made ownerless
-    (no parent exists) and unmanaged (the operator's watches must not see them)."""
+def operator_children(name: str, ns: str, store: dict[str, str] | None = None) -> list[dict]:
+    """What the operator builds for trainingjob(name) (its own pure builder, with the operator's
+    store settings), made ownerless (no parent exists) and unmanaged (the operator's watches
+    must not see them)."""
     from tauon_operator.builders import trainingjob as build
     from tauon_operator.settings import Settings
 
     tj = {**trainingjob(name), "metadata": {"name": name, "namespace": ns,
                                             "uid": "00000000-0000-0000-0000-000000000000"}}
-    children = build.build(tj, Settings(), 0)
+    children = build.build(tj, Settings.from_env(store or {}), 0)
     for child in children:
         meta = child["metadata"]
         meta.pop("ownerReferences", None)
@@ -774,7 +779,8 @@ def summary(phases: dict[str, Phase], setup: dict, args) -> None:
         theirs = figures.get(other, {}).get("allScheduledSeconds")
         return round(ours_t / theirs, 3) if ours_t and theirs else None
     line = {"bench": "operator_scale", "jobs": args.jobs, "nodes": args.nodes, "gpus": args.gpus,
-            "peer": args.peer, "ratioVsPeer": ratio("peer"), "ratioVsBare": ratio("bare"),
+            "peer": args.peer, "store": args.store, "ratioVsPeer": ratio("peer"),
+            "ratioVsBare": ratio("bare"),
             "ratioVsChildren": ratio("children"), "load1": round(os.getloadavg()[0], 2),
             "sides": figures}
     print(json.dumps(line))
@@ -840,6 +846,10 @@ def main() -> int:
                     help="a peer controller measured in the same run, before the operator: "
                          "Kubeflow's training-operator (N PyTorchJobs, 1 master each, the "
                          "trainer's resources), built by hack/build-training-operator.sh")
+    ap.add_argument("--store", action=argparse.BooleanOptionalAction, default=True,
+                    help="an artifact store (SeaweedFS) for the operator, as the platform has: "
+                         "outputs go there and a TrainingJob has no output claim (default); "
+                         "--no-store: every TrainingJob gets an output claim to bind")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
     ap.add_argument("--state-dir", type=Path, help="cluster state dir (default: a temp dir)")
     args = ap.parse_args()
@@ -868,6 +878,9 @@ def main() -> int:
     setup = {"start": time.monotonic() - t, "nodes": len(nodes)}
     phases: dict[str, Phase] = {}
     try:
+        if args.store:
+            cluster.start_object_store()
+        store = localplatform.store_settings(cluster)
         api = admin_api(cluster)
         log(f"cluster up in {setup['start']:.0f} s; CRDs, operator identity, operator, Dataset")
         t = time.monotonic()
@@ -878,6 +891,8 @@ def main() -> int:
               "reconciles": "tauon_reconcile_total"}
         op_ns = f"{NS_PREFIX}-operator"
         create_namespace(api, op_ns)
+        if args.store:
+            localplatform.grant_store(cluster, op_ns)
         ready_dataset(cluster, api, op_ns)
         setup["dataset"] = time.monotonic() - t
         idle = proc_status(pid)
@@ -902,9 +917,9 @@ def main() -> int:
                 "metadata": {"name": "digits-data"},
                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
             names = [f"kid-{i:05d}" for i in range(n)]
-            ph = Phase("children", f"children: the operator's 7 objects per TrainingJob created "
+            ph = Phase("children", f"children: the operator's {len(operator_children('x', ns, store))} objects per TrainingJob created "
                                    f"directly, no operator, {args.nodes} nodes x {args.gpus} GPUs",
-                       ns, names, lambda name, ns=ns: operator_children(name, ns), "Pod")
+                       ns, names, lambda name, ns=ns: operator_children(name, ns, store), "Pod")
             phases["children"] = ph
             run_phase(ph, cluster, api, args, None)
             report(ph, args)

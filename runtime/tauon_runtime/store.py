@@ -109,6 +109,13 @@ def dataset_key(prefix: str, namespace: str, name: str, digest: str) -> str:
     return _version_key(prefix, namespace, "datasets", name, digest.removeprefix("sha256:"))
 
 
+def checkpoints_key(prefix: str, namespace: str, name: str, uid: str) -> str:
+    """Where one TrainingJob's checkpoints live (a "directory"): its uid is part of the key, so a
+    TrainingJob deleted and made again under the same name never resumes the old one's run."""
+    parts = [p for p in prefix.strip("/").split("/") if p] + [namespace, "checkpoints", name, uid]
+    return "/".join(parts) + "/"
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -289,6 +296,45 @@ class ArtifactStore:
             (json.dumps(manifest, indent=2) + "\n").encode(),
         )
         return loc.uri
+
+    # ------------------------------------------------------------ plain objects
+    def put_file(self, key: str, path: Path) -> str:
+        """Upload one file to `key` (a single PUT: the object appears whole or not at all)."""
+        import obstore
+
+        self._call(f"PUT {key}", obstore.put, self.client, key, Path(path))
+        return S3Location(self.config.bucket, key).uri
+
+    def download(self, key: str, dest: Path) -> Path:
+        """One object into `dest`, written beside it and renamed into place."""
+        import obstore
+
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+
+        def stream_to_file() -> None:
+            with open(tmp, "wb") as f:
+                for chunk in obstore.get(self.client, key).stream():
+                    f.write(chunk)
+
+        self._call(f"GET {key}", stream_to_file)
+        os.replace(tmp, dest)
+        return dest
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key below `prefix`, sorted."""
+        import obstore
+
+        def keys() -> list[str]:
+            return [o["path"] for batch in obstore.list(self.client, prefix) for o in batch]
+
+        return sorted(self._call(f"LIST {prefix}", keys))
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        self._call(f"DELETE {key}", obstore.delete, self.client, key)
 
     # ------------------------------------------------------------------- fetch
     def fetch(self, key: str, dest: Path, expected_sha256: str | None) -> dict[str, Any]:

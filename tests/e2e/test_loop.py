@@ -217,6 +217,11 @@ def test_distributed_training_survives_a_killed_worker(digits):
     assert tj["restarts"] >= 1
     assert tj["model"]["metrics"]["accuracy"] >= 0.9
     assert tj["progress"]["epoch"] == 12
+    # Its outputs go to the store: no output claim, and the checkpoints are kept in the store,
+    # where the next attempt's pods (each with an empty output directory) found them.
+    assert tj["latestCheckpoint"].startswith("s3://") and "/checkpoints/digits-ddp/" in tj["latestCheckpoint"]
+    claims = {c["metadata"]["name"] for c in get_json(digits, "pvc", "-n", NS)["items"]}
+    assert "digits-ddp-output" not in claims
     # The next attempt resumed from the checkpoint instead of starting over.
     attempt = f"digits-ddp-a{tj['restarts']}"
     logs = digits.kubectl("logs", f"job/{attempt}", "-n", NS).stdout

@@ -248,3 +248,30 @@ def test_a_dataset_is_prepared_from_an_s3_object_and_a_changed_one_is_refused(s3
         prepare(config({**source, "sha256": "0" * 64}))
     with pytest.raises(Exception, match="no such object"):
         prepare(config({**source, "key": "datasets/nope.csv"}))
+
+
+def test_checkpoints_kept_in_the_store_resume_a_worker_that_starts_empty(artifacts, s3, tmp_path):
+    """A run's checkpoints with its outputs in the store: each save is uploaded, keepLast holds
+    there too, and a new pod (an empty output directory) resumes from the latest stored one."""
+    import torch
+
+    from tauon_runtime.store import checkpoints_key
+    from tauon_runtime.train.checkpoint import Checkpointer, StoredCheckpoints
+
+    key = checkpoints_key("tauon", "team-a", "resnet", "uid-1")
+    assert key == "tauon/team-a/checkpoints/resnet/uid-1/"
+    first = Checkpointer(tmp_path / "pod-a", keep_last=2, stored=StoredCheckpoints(artifacts, key))
+    for step in (10, 20, 30):
+        first.save({"weights": torch.full((3,), float(step)), "state": {"step": step}}, step)
+    assert first.location == f"s3://{s3.bucket}/{key}step-00000030.pt"
+    stored = sorted(o["path"] for batch in obstore.list(s3.client(), key) for o in batch)
+    assert stored == [key + "step-00000020.pt", key + "step-00000030.pt"]
+
+    second = Checkpointer(tmp_path / "pod-b", keep_last=2, stored=StoredCheckpoints(artifacts, key))
+    latest = second.latest()
+    assert latest == tmp_path / "pod-b" / "step-00000030.pt"
+    saved = second.load(latest)
+    assert saved["state"] == {"step": 30} and saved["weights"].tolist() == [30.0, 30.0, 30.0]
+    # Another run (another uid) of the same name finds nothing to resume.
+    other = StoredCheckpoints(artifacts, checkpoints_key("tauon", "team-a", "resnet", "uid-2"))
+    assert Checkpointer(tmp_path / "pod-c", keep_last=2, stored=other).latest() is None

@@ -1,6 +1,10 @@
-"""TrainingJob -> the run config, a headless Service, an output PVC and an Indexed Job with one
-pod per worker, wired for torchrun (world size, node rank from the completion index, master
-address `<job>-0.<service>`)."""
+"""TrainingJob -> the run config, a headless Service, an Indexed Job with one pod per worker,
+wired for torchrun (world size, node rank from the completion index, master address
+`<job>-0.<service>`), and an output PVC unless the outputs go to the artifact store.
+
+With an artifact store the model is published there and the checkpoints are kept there, so the
+output directory is each pod's own emptyDir and no claim has to be provisioned and bound
+before a run's pods can be scheduled (the largest cost of starting a run at scale)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 from tauon_runtime.contract import PERMANENT_EXIT_CODES, TrainConfig
-from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_WORKERS
+from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_RUN_UID, ENV_WORKERS
 
 OUTPUT_MOUNT = "/output"
 MODEL_SUBDIR = "model"
@@ -25,6 +29,13 @@ def service_name(tj: dict[str, Any]) -> str:
 
 def output_claim_name(tj: dict[str, Any]) -> str:
     return child_name(tj["metadata"]["name"], "output")
+
+
+def outputs_to_store(tj: dict[str, Any], settings: Settings) -> bool:
+    """The run's model and checkpoints go to the artifact store (one is configured, and the
+    spec does not keep them on a claim with `output.store: pvc`)."""
+    spec = TrainingJob.parse_spec(tj)
+    return spec.output.store == "default" and bool(settings.store_bucket)
 
 
 def config_map_name(tj: dict[str, Any]) -> str:
@@ -81,7 +92,10 @@ def build(
     master = f"{job_name}-0.{svc}"
 
     config = pod.config_map(object_meta(tj, config_map_name(tj), "trainer"), run_config(tj))
-    output = pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)
+    to_store = outputs_to_store(tj, settings)
+    claims = (
+        [] if to_store else [pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)]
+    )
     queue = queueing.queue_labels(tj)
     job_meta = object_meta(tj, job_name, "trainer", {ATTEMPT_LABEL: str(attempt), **queue})
     selector = {PARENT_LABEL["TrainingJob"]: name, "app.kubernetes.io/component": "trainer"}
@@ -106,7 +120,8 @@ def build(
         {"name": "MASTER_ADDR", "value": master},
         {"name": "MASTER_PORT", "value": str(settings.master_port)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        *(pod.store_env(settings) if spec.output.store == "default" else []),
+        *(pod.store_env(settings) if to_store else []),
+        *([{"name": ENV_RUN_UID, "value": tj["metadata"].get("uid", "")}] if to_store else []),
     ]
     container = pod.runtime_container(
         settings,
@@ -143,7 +158,9 @@ def build(
                     "readOnly": True,
                 },
             },
-            {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(tj)}},
+            {"name": "output", "emptyDir": {}}
+            if to_store
+            else {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(tj)}},
             # DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             access.token_volume(),
@@ -182,5 +199,5 @@ def build(
     # A queued run that its user suspends gives its quota back: its Job goes (Kueue would
     # resume a suspended Job it has admitted) and comes back, queued again, on resume.
     workers = [] if queue and spec.suspend else [job]
-    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, output, *workers]
+    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, *claims, *workers]
     return [with_spec_hash(c) for c in children]

@@ -40,4 +40,5 @@ ENV_STORE_BUCKET = "TAUON_STORE_BUCKET"
 ENV_STORE_PREFIX = "TAUON_STORE_PREFIX"
 ENV_STORE_REGION = "TAUON_STORE_REGION"
 ENV_NAMESPACE = "TAUON_NAMESPACE"  # the pod's namespace (downward API): part of every store key
+ENV_RUN_UID = "TAUON_RUN_UID"  # the TrainingJob's uid: its checkpoints' key in the store
 STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

@@ -3,6 +3,11 @@
 A pod killed at any moment leaves either the previous checkpoint or the new one, never half a
 file. Files are named by global step (`step-00000120.pt`) so the latest one sorts last; loading
 uses `weights_only=True`, so a checkpoint can carry tensors and plain data but never code.
+
+With an artifact store (outputs go there, and the output directory is the pod's own emptyDir)
+each checkpoint is also uploaded, in one PUT, under the run's key (`store.checkpoints_key`);
+`keepLast` applies there too. A worker that starts with no checkpoint of its own, as every pod
+of a new attempt does, downloads the latest one from the store and resumes from it.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from tauon_runtime.store import ArtifactStore
 
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 
@@ -39,10 +47,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+class StoredCheckpoints:
+    """One run's checkpoints in the artifact store, under `key` (a "directory")."""
+
+    def __init__(self, store: ArtifactStore, key: str) -> None:
+        self.store, self.key = store, key
+
+    def names(self) -> list[str]:
+        found = (k.rsplit("/", 1)[-1] for k in self.store.list_keys(self.key))
+        return sorted(n for n in found if _NAME.match(n))
+
+    def upload(self, path: Path) -> str:
+        return self.store.put_file(self.key + path.name, path)
+
+    def download(self, name: str, dest: Path) -> Path:
+        return self.store.download(self.key + name, dest)
+
+    def delete(self, name: str) -> None:
+        self.store.delete(self.key + name)
+
+
 class Checkpointer:
-    def __init__(self, directory: str | Path, keep_last: int) -> None:
+    def __init__(
+        self, directory: str | Path, keep_last: int, stored: StoredCheckpoints | None = None
+    ) -> None:
         self.dir = Path(directory)
         self.keep_last = keep_last
+        self.stored = stored
+        self.location = ""  # where the latest save went: the store's URI, else the local path
 
     def all(self) -> list[Path]:
         if not self.dir.is_dir():
@@ -50,8 +82,14 @@ class Checkpointer:
         return sorted(p for p in self.dir.iterdir() if _NAME.match(p.name))
 
     def latest(self) -> Path | None:
+        """The newest checkpoint here; when there is none, the newest one in the store,
+        downloaded here first."""
         found = self.all()
-        return found[-1] if found else None
+        if found:
+            return found[-1]
+        if self.stored is not None and (names := self.stored.names()):
+            return self.stored.download(names[-1], self.dir / names[-1])
+        return None
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +102,11 @@ class Checkpointer:
         os.replace(tmp, path)
         for old in self.all()[: -self.keep_last]:
             old.unlink(missing_ok=True)
+        self.location = str(path)
+        if self.stored is not None:
+            self.location = self.stored.upload(path)
+            for name in self.stored.names()[: -self.keep_last]:
+                self.stored.delete(name)
         return path
 
     def load(self, path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -21,12 +21,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tauon_runtime import tasks
 from tauon_runtime.contract import EarlyStopping, Hyperparameters, TrainConfig
+from tauon_runtime.contract.keys import ENV_RUN_UID
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
 from tauon_runtime.report import Reporter, StatusReporter
-from tauon_runtime.store import ArtifactStore, StoreConfig, model_key, owner_from_env
+from tauon_runtime.store import (
+    ArtifactStore,
+    StoreConfig,
+    checkpoints_key,
+    model_key,
+    owner_from_env,
+)
 from tauon_runtime.train import distributed
-from tauon_runtime.train.checkpoint import Checkpointer, rng_state, set_rng_state
+from tauon_runtime.train.checkpoint import (
+    Checkpointer,
+    StoredCheckpoints,
+    rng_state,
+    set_rng_state,
+)
 from tauon_runtime.train.metrics import evaluate, improved
 from tauon_runtime.train.optim import build_optimizer, build_scheduler
 from tauon_runtime.train.sampler import EpochBatchSampler
@@ -270,7 +282,21 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
         net=net,
         train_net=train_net,
         step=step,
-        checkpoints=Checkpointer(Path(cfg.output_dir) / "checkpoints", cfg.checkpoint.keep_last),
+        checkpoints=checkpointer(cfg),
+    )
+
+
+def checkpointer(cfg: TrainConfig) -> Checkpointer:
+    """Checkpoints in the output directory, and in the artifact store when there is one (the
+    output directory is then the pod's own, gone with it)."""
+    local = Path(cfg.output_dir) / "checkpoints"
+    store, uid = StoreConfig.from_env(), os.environ.get(ENV_RUN_UID, "")
+    if store is None or not uid:  # not run by the operator for a TrainingJob: local only
+        return Checkpointer(local, cfg.checkpoint.keep_last)
+    namespace, name = owner_from_env()
+    key = checkpoints_key(store.prefix, namespace, name, uid)
+    return Checkpointer(
+        local, cfg.checkpoint.keep_last, StoredCheckpoints(ArtifactStore(store), key)
     )
 
 
@@ -325,7 +351,8 @@ def save_checkpoint(run: Run, reporter: Reporter) -> None:
             },
             state.step,
         )
-        reporter.event("checkpoint", path=str(path), epoch=state.epoch, step=state.step)
+        where = run.checkpoints.location or str(path)
+        reporter.event("checkpoint", path=where, epoch=state.epoch, step=state.step)
 
 
 # --- one epoch -----------------------------------------------------------------------------------

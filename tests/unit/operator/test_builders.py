@@ -244,6 +244,22 @@ def test_every_component_publishes_to_the_store_only_when_one_is_configured():
     assert run["output"]["modelName"] == "mnist"  # the model is named after its TrainingJob
 
 
+def test_with_a_store_a_run_has_no_output_claim_and_its_checkpoints_key_is_its_uid():
+    kids = by_kind(trainingjob.build(tj(), STORE, 0))
+    assert "PersistentVolumeClaim" not in kids  # nothing to provision and bind before the pods
+    spec = kids["Job"][0]["spec"]["template"]["spec"]
+    assert {"name": "output", "emptyDir": {}} in spec["volumes"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["TAUON_RUN_UID"] == "uid-mnist"
+    # Kept on a claim (output.store: pvc, or no store): the claim, and no uid to key a store by.
+    for children in (trainingjob.build(tj(output={"store": "pvc"}), STORE, 0),
+                     trainingjob.build(tj(), S, 0)):
+        kids = by_kind(children)
+        assert [c["metadata"]["name"] for c in kids["PersistentVolumeClaim"]] == ["mnist-output"]
+        env = {e["name"] for e in kids["Job"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "TAUON_RUN_UID" not in env
+
+
 def test_claims_ask_only_for_what_block_storage_offers():
     children = [*dataset.build(cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}}), S),
                 *trainingjob.build(tj(workers=2), S, 0),
