@@ -105,9 +105,15 @@ def example_objects(example: Path) -> dict[str, dict[str, dict]]:
 
 
 def request_for(manifest: dict, x) -> dict:
-    """A request as a user would write it: a JSON row of named features, or the pixels."""
+    """A request as a user would write it: a JSON row of named features, the text, or the
+    pixels."""
     if manifest.get("task") == "tabular-classification":
         return {"features": {f: round(float(v), 4) for f, v in zip(manifest["features"], x.ravel())}}
+    if manifest.get("task") == "text-classification":  # the review again, from its token ids
+        from tauon_runtime.tasks.text import load_tokenizer
+
+        ids = [int(i) for i in x.ravel() if i]
+        return {"text": load_tokenizer(manifest["tokenizer"]).decode(ids)}
     return {"instances": [x.tolist()]}
 
 

@@ -148,3 +148,17 @@ def normalised(value):
         except ValueError:
             return value
     return value
+
+
+def post_json(url: str, body: dict, timeout: float = 30) -> tuple[int, dict]:
+    """POST a JSON body as a user's client would; (status, JSON answer), errors included."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

@@ -9,29 +9,17 @@ import hashlib
 import http.server
 import json
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from safetensors.numpy import load_file
 
-from kubetest import condition, status_of, wait_for, wait_phase
+from kubetest import condition, post_json as post, status_of, wait_for, wait_phase
 from localplatform import ready_endpoints, volume_dir
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 NS = "default"
-
-
-def post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def finished(cluster, name: str) -> dict:

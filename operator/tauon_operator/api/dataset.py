@@ -7,9 +7,11 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from tauon_runtime.contract.data import (
+    BUILTIN_TASK,
     FORMAT_DESCRIPTION,
     TABULAR_BUILTINS,
     TASK_DESCRIPTION,
+    TEXT_BUILTINS,
     BuiltinSource,
     Columns,
     DatasetFormat,
@@ -106,6 +108,20 @@ class DatasetSpec(ApiModel):
                 "breast_cancer",
                 field_path=".task",
             ),
+            cel(
+                "self.task == 'text-classification' || !has(self.source.builtin) || "
+                f"!(self.source.builtin.name in {list(TEXT_BUILTINS)})",
+                "builtin sentiment is text: set task: text-classification",
+                field_path=".task",
+            ),
+            cel(
+                "self.task != 'text-classification' || "
+                "!has(self.source.synthetic) && (!has(self.source.builtin) || "
+                f"self.source.builtin.name in {list(TEXT_BUILTINS)})",
+                "task text-classification reads a CSV or JSONL file (http, s3 or pvc) or the "
+                "builtin sentiment",
+                field_path=".task",
+            ),
         )
     }
 
@@ -145,14 +161,11 @@ class DatasetSpec(ApiModel):
 
     @model_validator(mode="after")
     def _source_fits_task(self) -> DatasetSpec:
-        tabular = self.task == "tabular-classification"
         builtin = self.source.builtin
-        if builtin is not None and (builtin.name in TABULAR_BUILTINS) != tabular:
+        if builtin is not None and BUILTIN_TASK[builtin.name] != self.task:
             raise ValueError(f"builtin {builtin.name} does not fit task {self.task}")
-        if tabular and self.source.synthetic is not None:
-            raise ValueError(
-                "task tabular-classification reads a CSV (http, s3 or pvc) or a builtin"
-            )
+        if self.task != "image-classification" and self.source.synthetic is not None:
+            raise ValueError(f"task {self.task} reads a file (http, s3 or pvc) or a builtin")
         return self
 
 

@@ -11,7 +11,17 @@ from .base import DNS_LABEL, ContractModel, cel, rules
 from .data import Task
 
 Architecture = Literal[
-    "cnn", "lenet", "mlp", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11"
+    "cnn",
+    "lenet",
+    "mlp",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "vgg11",
+    "lstm",
+    "gru",
+    "transformer",
 ]
 # The model zoo's names, here so the operator validates without importing torch;
 # tauon_runtime.models checks that its registry matches.
@@ -24,9 +34,11 @@ EvaluationMetric = Literal["accuracy", "f1"]
 
 
 # Architectures each task can build; "mlp" serves both (flattened pixels, or the features).
+TEXT_ARCHITECTURES = ("lstm", "gru", "transformer")
 TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
-    "image-classification": ARCHITECTURES,
+    "image-classification": tuple(a for a in ARCHITECTURES if a not in TEXT_ARCHITECTURES),
     "tabular-classification": ("mlp",),
+    "text-classification": TEXT_ARCHITECTURES,
 }
 
 
@@ -39,18 +51,27 @@ class ModelSpec(ContractModel):
                 "self.task != 'tabular-classification' || self.architecture == 'mlp'",
                 "architecture must be mlp for task tabular-classification",
                 field_path=".architecture",
-            )
+            ),
+            cel(
+                f"(self.task == 'text-classification') == "
+                f"(self.architecture in {list(TEXT_ARCHITECTURES)})",
+                "architectures lstm, gru and transformer are for task text-classification, "
+                "and that task trains only them",
+                field_path=".architecture",
+            ),
         )
     }
 
     task: Task = Field(
         "image-classification",
         description="The task the network is trained for; it must be the Dataset's `task`. "
-        "`tabular-classification` trains `mlp` only.",
+        "`tabular-classification` trains `mlp` only; `text-classification` trains `lstm`, "
+        "`gru` or `transformer`.",
     )
     architecture: Architecture = Field(
         description="Network from the model zoo: `cnn` (the small seed CNN), `lenet`, `mlp`, "
-        "`resnet18`, `resnet34`, `resnet50`, `mobilenet_v3_small` or `vgg11`."
+        "`resnet18`, `resnet34`, `resnet50`, `mobilenet_v3_small` or `vgg11`; for text, `lstm` "
+        "and `gru` (recurrent) or `transformer` (a TransformerEncoder)."
     )
     num_classes: int | None = Field(
         None,

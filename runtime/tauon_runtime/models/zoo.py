@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tauon_runtime.contract import ARCHITECTURES
+from tauon_runtime.models import text
 
 SMALL_IMAGE = 64  # below this, stems keep full resolution
 
@@ -177,11 +178,20 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": _resnet(50),
     "mobilenet_v3_small": _mobilenet_v3_small,
     "vgg11": _vgg11,
+    "lstm": text.lstm,
+    "gru": text.gru,
+    "transformer": text.transformer,
 }
 assert tuple(_BUILDERS) == ARCHITECTURES, "contract.ARCHITECTURES and the zoo disagree"
 
 # Options arrive from YAML in camelCase; builders take snake_case keyword arguments.
-_OPTION_NAMES = {"smallStem": "small_stem"}
+_OPTION_NAMES = {
+    "smallStem": "small_stem",
+    "vocabSize": "vocab_size",
+    "embedDim": "embed_dim",
+    "hiddenSize": "hidden_size",
+    "ffDim": "ff_dim",
+}
 
 
 def build_model(

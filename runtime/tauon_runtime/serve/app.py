@@ -250,7 +250,12 @@ async def model_metadata(request: web.Request) -> web.Response:
             "name": model.name,
             "versions": [_version(model)],
             "platform": "pytorch",
-            "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [-1, c, h, w]}],
+            # A text model takes one string per text (its tokenizer is inside the server).
+            "inputs": [
+                {"name": model.input_name, "datatype": "BYTES", "shape": [-1]}
+                if model.encode_text
+                else {"name": model.input_name, "datatype": "FP32", "shape": [-1, c, h, w]}
+            ],
             "outputs": [
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.classes)]},
                 {"name": "labels", "datatype": "BYTES", "shape": [-1]},
@@ -291,7 +296,9 @@ def _parse_v2(
             f"'inputs' must list exactly 1 tensor named {model.input_name!r}; got {len(req.inputs)}"
         )
     [data] = binary.take_inputs(req.inputs, tail)
-    x = decode_v2_input(req.inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST, data)
+    x = decode_v2_input(
+        req.inputs[0], model.input_name, model.chw, MAX_SAMPLES_PER_REQUEST, data, model.encode_text
+    )
     return x, req
 
 
@@ -390,7 +397,9 @@ async def _predict_inputs(
 
         def parse_arrays() -> np.ndarray:
             req = parse(PredictRequest, jsonio.loads(body), "the JSON body")
-            return parse_array_body(req, model.chw, MAX_SAMPLES_PER_REQUEST, model.features)
+            return parse_array_body(
+                req, model.chw, MAX_SAMPLES_PER_REQUEST, model.features, model.encode_text
+            )
 
         x = await _off_loop(len(body), parse_arrays)
         return x, x, "array"

@@ -9,8 +9,9 @@ would otherwise turn into infinity, then NaN probabilities.
 from __future__ import annotations
 
 import math
+import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,8 @@ V2_DATATYPES: dict[str, np.dtype[Any]] = {
     "UINT64": np.dtype("<u8"),
 }
 FP32_MAX = float(np.finfo(np.float32).max)
+MAX_TEXT_CHARS = 10_000  # one text in a request, for a text model
+TextEncoder = Callable[[list[str]], np.ndarray]  # texts -> float32 [N, L, 1, 1] token ids
 
 
 def _shape_str(shape: Sequence[int]) -> str:
@@ -124,17 +127,87 @@ def _from_binary(tensor: RequestInput, datatype: str, count: int, data: memoryvi
     return values
 
 
+def encode_texts(texts: list[Any], encoder: TextEncoder | None, what: str) -> np.ndarray:
+    """Texts of a request -> the text model's input, refusing what is not a bounded string."""
+    if encoder is None:
+        raise BadInput(f"{what}: this model does not take text; send numbers (see its metadata)")
+    for i, t in enumerate(texts):
+        where = what if len(texts) == 1 else f"{what}[{i}]"
+        if not isinstance(t, str):
+            raise BadInput(f"{where} must be a string, got {type(t).__name__}")
+        if len(t) > MAX_TEXT_CHARS:
+            raise BadInput(f"{where} has {len(t)} characters; at most {MAX_TEXT_CHARS}")
+    return encoder([str(t) for t in texts])
+
+
+def _bytes_elements(tensor: RequestInput, count: int, data: memoryview | None) -> list[Any]:
+    """A BYTES tensor's elements: JSON strings, or binary 4-byte little-endian length + UTF-8."""
+    if data is None:
+        items = tensor.data if isinstance(tensor.data, list) else [tensor.data]
+        flat: list[Any] = []
+        for item in items:
+            flat.extend(item if isinstance(item, list) else [item])
+        if len(flat) != count:
+            raise BadInput(
+                f"input {tensor.name!r} has {len(flat)} strings but shape "
+                f"{_shape_str(tensor.shape)} needs {count}"
+            )
+        return flat
+    out: list[Any] = []
+    at = 0
+    while at < len(data):
+        if at + 4 > len(data):
+            raise BadInput(f"input {tensor.name!r}: binary BYTES data ends inside a length")
+        (n,) = struct.unpack_from("<I", data, at)
+        if at + 4 + n > len(data):
+            raise BadInput(f"input {tensor.name!r}: a string of {n} bytes runs past the data")
+        try:
+            out.append(bytes(data[at + 4 : at + 4 + n]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadInput(f"input {tensor.name!r}: element {len(out)} is not UTF-8") from None
+        at += 4 + n
+    if len(out) != count:
+        raise BadInput(
+            f"input {tensor.name!r} has {len(out)} strings but shape "
+            f"{_shape_str(tensor.shape)} needs {count}"
+        )
+    return out
+
+
+def _decode_v2_text(
+    tensor: RequestInput, max_batch: int, data: memoryview | None, encoder: TextEncoder | None
+) -> np.ndarray:
+    name, shape = tensor.name, tensor.shape
+    if encoder is None:
+        raise BadInput(
+            f"input {name!r} has datatype BYTES, but this model takes numbers: use one of "
+            f"{', '.join(V2_DATATYPES)}"
+        )
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise BadInput(
+            f"input {name!r} has shape {_shape_str(shape)}; a text model takes BYTES [N] or "
+            "[N, 1]: one string per text"
+        )
+    if shape[0] > max_batch:
+        raise BadInput(f"input {name!r} has a batch of {shape[0]}; at most {max_batch} per request")
+    return encode_texts(_bytes_elements(tensor, shape[0], data), encoder, f"input {name!r}")
+
+
 def decode_v2_input(
     tensor: RequestInput,
     name: str,
     chw: tuple[int, int, int],
     max_batch: int,
     data: memoryview | None = None,
+    text_encoder: TextEncoder | None = None,
 ) -> np.ndarray:
-    """One v2 input tensor (its binary data, if sent so) -> float32 [N, C, H, W]."""
+    """One v2 input tensor (its binary data, if sent so) -> float32 [N, C, H, W]; a text
+    model's BYTES tensor (one string per text) goes through its tokenizer."""
     if tensor.name != name:
         raise BadInput(f"unknown input {tensor.name!r}: this model has one input named {name!r}")
     datatype = tensor.datatype.upper()
+    if datatype == "BYTES":
+        return _decode_v2_text(tensor, max_batch, data, text_encoder)
     if datatype not in V2_DATATYPES:
         raise BadInput(
             f"input {name!r} has datatype {tensor.datatype!r}; use one of {', '.join(V2_DATATYPES)}"
@@ -224,13 +297,20 @@ def parse_array_body(
     chw: tuple[int, int, int],
     max_batch: int,
     features: list[str] | None = None,
+    text_encoder: TextEncoder | None = None,
 ) -> np.ndarray:
-    """``{"instances": [sample, ...]}`` or ``{"array": sample | batch}`` -> float32 [N, C, H, W].
+    """``{"instances": [sample, ...]}`` or ``{"array": sample | batch}`` -> float32 [N, C, H, W];
+    ``{"features": ...}`` for a tabular model, ``{"text": "..." | [...]}`` for a text model.
 
     A sample may be [C, H, W], [H, W, C], [H, W] for one channel, or flat C*H*W values.
     """
     if body.features is not None:
         return parse_feature_rows(body.features, features or [], max_batch)
+    if body.text is not None:
+        texts = [body.text] if isinstance(body.text, str) else list(body.text)
+        if not 0 < len(texts) <= max_batch:
+            raise BadInput(f"'text' has {len(texts)} texts; send 1 to {max_batch}")
+        return encode_texts(texts, text_encoder, "'text'")
     expected = f"{_shape_str(chw)} (or [H, W, C], or {math.prod(chw)} flat values)"
     if body.instances is not None:
         if len(body.instances) > max_batch:

@@ -98,20 +98,23 @@ class InferenceRequest(_Envelope):
 
 
 class PredictRequest(_Envelope):
-    """``{"instances": [sample, ...]}``, ``{"array": sample_or_batch}`` or, for a tabular model,
-    ``{"features": {name: value, ...}}`` (or a list of such rows)."""
+    """``{"instances": [sample, ...]}``, ``{"array": sample_or_batch}``, for a tabular model
+    ``{"features": {name: value, ...}}`` (or a list of such rows), for a text model
+    ``{"text": "..."}`` (or a list of texts)."""
 
     instances: list[Any] | None = Field(None, min_length=1, max_length=MAX_SAMPLES_PER_REQUEST)
     array: list[Any] | None = None
     features: dict[str, Any] | list[dict[str, Any]] | None = None
+    text: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
-        given = [v for v in (self.instances, self.array, self.features) if v is not None]
+        given = [v for v in (self.instances, self.array, self.features, self.text) if v is not None]
         if len(given) != 1:
             raise ValueError(
-                'the JSON body must be {"instances": [sample, ...]}, {"array": sample_or_batch} '
-                'or, for a tabular model, {"features": {name: value, ...}}'
+                'the JSON body must be {"instances": [sample, ...]}, {"array": sample_or_batch}, '
+                'for a tabular model {"features": {name: value, ...}}, or for a text model '
+                '{"text": "..."}'
             )
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -73,6 +74,12 @@ class ServedModel:
         _check_preprocessing(card, self.chw[0])
         self.input_name = "input"
         self.features = [str(f) for f in card.get("features") or []]  # tabular: input order
+        self.encode_text: Callable[[list[str]], np.ndarray] | None = None
+        if card.get("tokenizer"):  # a text model: its own tokenizer, saved with it
+            from tauon_runtime.tasks.text import encode, load_tokenizer
+
+            tokenizer, length = load_tokenizer(str(card["tokenizer"])), self.chw[0]
+            self.encode_text = lambda texts: encode(tokenizer, texts, length)[:, :, None, None]
 
     @classmethod
     def load(

@@ -70,3 +70,6 @@ class ImageClassification:
                 **{k: pre[k] for k in ("scale", "mean", "std")},
             }
         }
+
+    def model_options(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {}

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from tauon_runtime.contract import Columns, PrepareConfig
-from tauon_runtime.data import sources
 from tauon_runtime.data.sources import DataError, RawData
 
-from . import resolve_source_path
+from . import source_file
 
 
 def builtin(name: str) -> RawData:
@@ -110,19 +109,7 @@ class TabularClassification:
         src = cfg.source
         if src.builtin is not None:
             return builtin(src.builtin.name)
-        if src.http is not None or src.s3 is not None:
-            path = sources.download(src, work)
-        elif src.pvc is not None:
-            path = resolve_source_path(cfg)
-        else:
-            raise DataError(
-                "task tabular-classification reads a CSV (http, s3 or pvc) or a builtin"
-            )
-        if not path.exists():
-            raise DataError(f"{path} does not exist")
-        if path.is_file() and path.suffix.lower() != ".csv":
-            path = sources.data_root(sources.extract(path, work / "extracted"))
-        return read_csv(path, cfg.columns)
+        return read_csv(source_file(cfg, work, (".csv",), "a CSV"), cfg.columns)
 
     def prepare(
         self, cfg: PrepareConfig, raw: RawData, index: dict[str, np.ndarray]
@@ -147,3 +134,6 @@ class TabularClassification:
             "features": list(manifest["features"]),
             "preprocessing": {k: pre[k] for k in ("scale", "mean", "std")},
         }
+
+    def model_options(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {}

@@ -247,7 +247,8 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
             f"model.numClasses {num_classes} does not match the dataset's {len(data.classes)} classes"
         )
     c, h, _ = data.shape
-    model = build_model(cfg.model.architecture, num_classes, c, h, cfg.model.options or {})
+    options = model_options(cfg, data)
+    model = build_model(cfg.model.architecture, num_classes, c, h, options)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -284,6 +285,11 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
         step=step,
         checkpoints=checkpointer(cfg),
     )
+
+
+def model_options(cfg: TrainConfig, data: PreparedDataset) -> dict[str, Any]:
+    """The spec's model options over what the data decides (a text model's vocabulary)."""
+    return {**tasks.get(data.task).model_options(data.manifest), **(cfg.model.options or {})}
 
 
 def checkpointer(cfg: TrainConfig) -> Checkpointer:
@@ -434,7 +440,7 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
         {
             "name": cfg.output.model_name or "model",
             "architecture": cfg.model.architecture,
-            "modelOptions": dict(cfg.model.options or {}),
+            "modelOptions": model_options(cfg, data),
             "numClasses": run.num_classes,
             "classes": data.classes,
             "task": data.task,

@@ -112,4 +112,5 @@ def test_architectures_match_the_zoo() -> None:
     from tauon_runtime.models import ARCHITECTURES as zoo
 
     assert zoo == ARCHITECTURES
-    assert {"cnn", "lenet", "mlp", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11"} == set(zoo)
+    assert {"cnn", "lenet", "mlp", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "vgg11",
+            "lstm", "gru", "transformer"} == set(zoo)
