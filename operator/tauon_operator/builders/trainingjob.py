@@ -1,6 +1,7 @@
-"""TrainingJob -> the run config, a headless Service, an Indexed Job with one pod per worker,
-wired for torchrun (world size, node rank from the completion index, master address
-`<job>-0.<service>`), and an output PVC unless the outputs go to the artifact store.
+"""TrainingJob -> the run config, an Indexed Job with one pod per worker, wired for torchrun
+(world size, node rank from the completion index, master address `<job>-0.<service>`), the
+headless Service that names the workers when there is more than one process, and an output PVC
+unless the outputs go to the artifact store.
 
 With an artifact store the model is published there and the checkpoints are kept there, so the
 output directory is each pod's own emptyDir and no claim has to be provisioned and bound
@@ -199,5 +200,7 @@ def build(
     # A queued run that its user suspends gives its quota back: its Job goes (Kueue would
     # resume a suspended Job it has admitted) and comes back, queued again, on resume.
     workers = [] if queue and spec.suspend else [job]
-    children = [*access.runtime_access(tj, TRAININGJOBS), config, service, *claims, *workers]
+    # One process has no rendezvous: the headless Service only names the workers to each other.
+    services = [service] if spec.workers * spec.processes_per_worker > 1 else []
+    children = [*access.runtime_access(tj, TRAININGJOBS), config, *services, *claims, *workers]
     return [with_spec_hash(c) for c in children]

@@ -98,6 +98,9 @@ def test_launcher(workers, nproc, command, has_torchrun_args):
     assert ("--node-rank=$(JOB_COMPLETION_INDEX)" in c["args"]) == has_torchrun_args
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
     assert job["spec"]["completionMode"] == "Indexed"
+    # One process has no rendezvous, so no headless Service to name the workers
+    services = by_kind(trainingjob.build(tj(**spec), S, 0)).get("Service", [])
+    assert len(services) == (0 if workers * nproc == 1 else 1)
 
 
 def test_training_job_wiring():
