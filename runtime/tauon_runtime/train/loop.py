@@ -176,7 +176,7 @@ class Run:
     val_split: Split
     test_split: Split
     sampler: EpochBatchSampler
-    loader: torch.utils.data.DataLoader
+    loader: torch.utils.data.DataLoader | DeviceBatches
     pipeline: InputPipeline
     num_classes: int
     model: torch.nn.Module  # the module itself: its state is what checkpoints and export save
@@ -306,15 +306,51 @@ def checkpointer(cfg: TrainConfig) -> Checkpointer:
     )
 
 
+# The share of free GPU memory the training split may take when it is kept there.
+DEVICE_DATA_SHARE = 0.25
+
+
+class DeviceBatches:
+    """The whole training split in the device's memory, each batch indexed there: no DataLoader
+    machinery per step and no host-to-device copy (the batch is a fresh tensor, so the input
+    pipeline may normalise it in place)."""
+
+    def __init__(self, split: Split, sampler: EpochBatchSampler, device: torch.device) -> None:
+        self.x, self.y = split.x.to(device), split.y.to(device)
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for indices in self.sampler:
+            idx = torch.as_tensor(indices, device=self.x.device)
+            yield self.x[idx], self.y[idx]
+
+
+def fits_on_device(split: Split, device: torch.device) -> bool:
+    """On the CPU the split is in memory already; on a GPU it must take at most a quarter of
+    the free memory."""
+    if device.type != "cuda":
+        return True
+    size = split.x.element_size() * split.x.nelement() + split.y.element_size() * len(split.y)
+    free, _ = torch.cuda.mem_get_info(device)
+    return size <= DEVICE_DATA_SHARE * free
+
+
 def _train_loader(
     cfg: TrainConfig, env: distributed.DistEnv, device: torch.device, split: Split
-) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
-    """batchSize is global: each process takes its share, so steps and results match one process."""
+) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader | DeviceBatches]:
+    """batchSize is global: each process takes its share, so steps and results match one process.
+    Data that fits in the device's memory is kept there (unless loader workers are asked for);
+    other data goes through a DataLoader, pinned and copied asynchronously to a GPU."""
     hp = cfg.hyperparameters
     sampler = EpochBatchSampler(
         len(split), hp.batch_size // env.world_size, env.rank, env.world_size, hp.seed
     )
     workers, pin = cfg.data_loader.num_workers, cfg.data_loader.pin_memory
+    if workers == 0 and fits_on_device(split, device):
+        return sampler, DeviceBatches(split, sampler, device)
     loader = torch.utils.data.DataLoader(
         BatchDataset(split),
         sampler=sampler,

@@ -353,3 +353,23 @@ def test_all_knobs_together_train_and_are_recorded(digits_dir: Path, tmp_path: P
     assert epochs[-1]["metrics"]["trainLoss"] < epochs[0]["metrics"]["trainLoss"]
     card = json.loads((tmp_path / "model" / "model.json").read_text())
     assert knobs.items() <= card["training"]["hyperparameters"].items()
+
+
+def test_data_in_memory_is_batched_there_in_the_samplers_order():
+    """No DataLoader when the split fits: the same batches the sampler gives, in its order, a
+    resumed epoch skipping what it trained on, each batch a copy (normalised in place later)."""
+    from tauon_runtime.data.dataset import Split
+    from tauon_runtime.train.loop import DeviceBatches
+    from tauon_runtime.train.sampler import EpochBatchSampler
+
+    split = Split(torch.arange(40, dtype=torch.float32).view(10, 4, 1, 1), torch.arange(10))
+    sampler = EpochBatchSampler(10, 3, 0, 1, seed=7)
+    batches = DeviceBatches(split, sampler, torch.device("cpu"))
+    sampler.set_epoch(2)
+    got = [y.tolist() for _, y in batches]
+    assert got == list(sampler) and len(got) == len(batches) == 3
+    sampler.set_epoch(2, skip=1)
+    assert [y.tolist() for _, y in batches] == got[1:]
+    x, _ = next(iter(batches))
+    x.mul_(0)
+    assert split.x.abs().sum() > 0  # the split itself is untouched
