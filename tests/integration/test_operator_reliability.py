@@ -286,9 +286,10 @@ def test_what_others_break_is_repaired_within_seconds(plane, ns, operator):
         return wait_for(found, timeout=timeout, what=f"{kind} {name} repaired")
 
     try:
-        # Deleted: each kind the operator creates for a TrainingJob and a ModelDeployment.
+        # Deleted: each kind the operator creates for a TrainingJob and a ModelDeployment (a
+        # one-process run has no headless Service: the ModelDeployment's stands for the kind).
         for kind, name in (("service", "web"), ("configmap", "web-config"),
-                           ("service", "run-workers"), ("configmap", "run-config"),
+                           ("configmap", "run-config"),
                            ("rolebinding", "run-runtime"), ("role", "run-runtime"),
                            ("serviceaccount", "run-runtime"), ("deployment", "web"),
                            ("hpa", "elastic"), ("job", "run-a0")):

@@ -65,7 +65,7 @@ def test_v2_input_accepted(tensor):
     [
         (v2([1, 1, 7, 7]), "expected [-1, 1, 8, 8]"),
         (v2([64]), "expected [-1, 1, 8, 8]"),
-        (v2([1, 1, 8, 8], "BYTES"), "datatype 'BYTES'"),
+        (v2([1, 1, 8, 8], "BYTES"), "has datatype BYTES, but this model takes numbers"),
         (v2([1, 1, 8, 8], "BOOL"), "datatype 'BOOL'"),
         (v2([2, 1, 8, 8], data=list(range(64))), "has 64 values but shape [2, 1, 8, 8] needs 128"),
         (v2([1, 1, 8, 8], "INT32", data=[0.5] * 64), "non-integer"),
