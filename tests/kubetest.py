@@ -39,11 +39,11 @@ def install_crds(cluster) -> list[str]:
     return [f.name for f in files]
 
 
-def new_namespace(cluster, name: str) -> str:
+def new_namespace(cluster, name: str, timeout: float = 60) -> str:
     """Creates a namespace and waits for its `default` ServiceAccount (pods need it)."""
     cluster.kubectl("create", "namespace", name)
     wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-             what=f"the default ServiceAccount in {name}")
+             timeout=timeout, what=f"the default ServiceAccount in {name}")
     return name
 
 

@@ -72,7 +72,11 @@ def test_three_8_gpu_runs_on_16_gpus_of_quota_two_run_and_the_third_waits(plane)
         plane.apply(trainingjob(name, **ON_KWOK), namespace=NS)
         wait_phase(plane, "tj", name, NS, "Running", timeout=60)
     plane.apply(trainingjob("q3", **ON_KWOK), namespace=NS)
-    q3 = wait_phase(plane, "tj", "q3", NS, "Queued", timeout=30)
+    wait_phase(plane, "tj", "q3", NS, "Queued", timeout=30)
+    # Kueue's reason arrives with the Workload's QuotaReserved condition, a moment later.
+    q3 = wait_for(lambda: (s := status_of(plane, "tj", "q3", NS)) and "insufficient unused quota"
+                  in condition(s, "Ready").get("message", "") and s,
+                  timeout=30, what="Kueue's reason in q3's status")
     ready = condition(q3, "Ready")
     assert ready["reason"] == "Queued"
     assert "insufficient unused quota for nvidia.com/gpu" in ready["message"], ready

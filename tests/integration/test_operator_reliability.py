@@ -107,7 +107,9 @@ def operator(plane, tmp_path):
 @pytest.fixture
 def ns(plane, request):
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[5:40].strip("-")
-    name = new_namespace(plane, f"{stem}-{uuid.uuid4().hex[:5]}")
+    # Right after an API server outage the controller-manager relists everything before its
+    # ServiceAccount controller catches up: on a full run's 2 busy cores that took over 60 s.
+    name = new_namespace(plane, f"{stem}-{uuid.uuid4().hex[:5]}", timeout=180)
     yield name
     plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
