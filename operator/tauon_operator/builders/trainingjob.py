@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tauon_operator import queueing
-from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob
+from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob, TrainingJobSpec
 from tauon_operator.builders import access, pod
 from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
@@ -32,10 +32,9 @@ def output_claim_name(tj: dict[str, Any]) -> str:
     return child_name(tj["metadata"]["name"], "output")
 
 
-def outputs_to_store(tj: dict[str, Any], settings: Settings) -> bool:
+def outputs_to_store(spec: TrainingJobSpec, settings: Settings) -> bool:
     """The run's model and checkpoints go to the artifact store (one is configured, and the
     spec does not keep them on a claim with `output.store: pvc`)."""
-    spec = TrainingJob.parse_spec(tj)
     return spec.output.store == "default" and bool(settings.store_bucket)
 
 
@@ -93,7 +92,7 @@ def build(
     master = f"{job_name}-0.{svc}"
 
     config = pod.config_map(object_meta(tj, config_map_name(tj), "trainer"), run_config(tj))
-    to_store = outputs_to_store(tj, settings)
+    to_store = outputs_to_store(spec, settings)
     claims = (
         [] if to_store else [pod.pvc(object_meta(tj, output_claim_name(tj), "output"), "1Gi", None)]
     )
