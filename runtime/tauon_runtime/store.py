@@ -29,7 +29,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -305,6 +305,12 @@ class ArtifactStore:
         self._call(f"PUT {key}", obstore.put, self.client, key, Path(path))
         return S3Location(self.config.bucket, key).uri
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write one object from memory (a single PUT)."""
+        import obstore
+
+        self._call(f"PUT {key}", obstore.put, self.client, key, data)
+
     def download(self, key: str, dest: Path) -> Path:
         """One object into `dest`, written beside it and renamed into place."""
         import obstore
@@ -330,6 +336,19 @@ class ArtifactStore:
             return [o["path"] for batch in obstore.list(self.client, prefix) for o in batch]
 
         return sorted(self._call(f"LIST {prefix}", keys))
+
+    def list_objects(self, prefix: str) -> list[tuple[str, datetime]]:
+        """(key, last modified) of every object below `prefix`, sorted by key."""
+        import obstore
+
+        def objects() -> list[tuple[str, datetime]]:
+            return [
+                (o["path"], o["last_modified"])
+                for batch in obstore.list(self.client, prefix)
+                for o in batch
+            ]
+
+        return sorted(self._call(f"LIST {prefix}", objects))
 
     def delete(self, key: str) -> None:
         import obstore

@@ -61,5 +61,10 @@ class ServeConfig(ContractModel):
     feedback_path: str | None = Field(
         None, description="Runtime only: the JSONL file feedback is appended to (on a volume)."
     )
+    feedback_key: str | None = Field(
+        None,
+        description="Runtime only: the artifact-store key (TAUON_STORE_*) below which every "
+        "replica of the deployment shares its predictions and feedback; wins over feedbackPath.",
+    )
     device: Device = Field("auto", description="auto picks CUDA when present.")
     top_k: int = Field(5, ge=1, le=1000, description="Labels returned by /v1/predict.")

@@ -26,12 +26,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import web
 
 from tauon_runtime.contract import ServeConfig
+from tauon_runtime.store import ArtifactStore, StoreConfig, StoreError
 
 from . import binary, jsonio
 from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
@@ -48,6 +49,7 @@ from .feedback import FeedbackStore, PredictionCache, make_record
 from .images import decode_image
 from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .model import ServedModel
+from .shared_feedback import SharedFeedback
 from .transport import ServeRunner, read_body, read_files
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ DECODE_THREADS = 2  # images decoded at once: the memory decoding holds is this 
 KEEP_INPUT_BYTES = 1 << 20  # inputs larger than this are summarised, not kept for feedback
 INLINE_PARSE_BYTES = 256 << 10  # larger bodies are parsed off the event loop
 OUTPUTS = ("probabilities", "labels")
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,7 +70,7 @@ class ServeState:
     config: ServeConfig
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     predictions: PredictionCache = field(default_factory=PredictionCache)
-    feedback: FeedbackStore | None = None
+    feedback: FeedbackStore | SharedFeedback | None = None
     model: ServedModel | None = None
     batcher: DynamicBatcher | None = None
     decoder: concurrent.futures.ThreadPoolExecutor = field(
@@ -197,12 +200,15 @@ def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source:
     classes = state.model.classes
     ids = []
     top = probs.argmax(axis=1)
+    shared = state.feedback if isinstance(state.feedback, SharedFeedback) else None
     for i, k in enumerate(top):
-        pid = str(uuid.uuid4())
+        pid = shared.new_id() if shared else str(uuid.uuid4())
         label = classes[int(k)]
-        state.predictions.put(
-            make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES)
-        )
+        record = make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES)
+        if shared:  # every replica can join feedback to it, after a restart too
+            shared.record(record, state.model.digest)
+        else:
+            state.predictions.put(record)
         state.metrics.count_prediction(label)
         ids.append(pid)
     return ids
@@ -441,6 +447,16 @@ async def predict(request: web.Request) -> web.Response:
     )
 
 
+async def _shared(call: Awaitable[T]) -> T:
+    """A feedback store call; a store that cannot be reached is a 503 that names it."""
+    try:
+        return await call
+    except StoreError as e:
+        raise web.HTTPServiceUnavailable(
+            text=f"the feedback store cannot be reached: {e}", headers={"Retry-After": "5"}
+        ) from None
+
+
 async def feedback(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = state.require_model(state.config.model_name)
@@ -452,7 +468,10 @@ async def feedback(request: web.Request) -> web.Response:
         shown = ", ".join(model.classes[:20]) + (", ..." if len(model.classes) > 20 else "")
         raise BadInput(f"label {true_label[:100]!r} is not one of the model's classes: {shown}")
     pid = body.prediction_id
-    record = state.predictions.get(pid)
+    if isinstance(state.feedback, SharedFeedback):
+        record = await _shared(state.feedback.lookup(pid))
+    else:
+        record = state.predictions.get(pid)
     if record is None:
         raise web.HTTPNotFound(
             text=f"unknown prediction id {pid!r} (unknown, or too old to be remembered)"
@@ -471,7 +490,7 @@ async def feedback(request: web.Request) -> web.Response:
         "score": body.score,
         "input": record.input_summary(),
     }
-    await state.feedback.append_async(entry)
+    await _shared(state.feedback.append_async(entry))
     state.metrics.feedback.labels("unknown" if correct is None else str(correct).lower()).inc()
     return jsonio.response({"stored": True, "predictionId": pid, "correct": correct}, status=201)
 
@@ -480,6 +499,9 @@ async def feedback_stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.feedback is None:
         return jsonio.response({"enabled": False})
+    if isinstance(state.feedback, SharedFeedback):
+        stats = await _shared(state.feedback.stats_async())
+        return jsonio.response({"enabled": True, **stats.as_dict()})
     return jsonio.response({"enabled": True, **state.feedback.stats.as_dict()})
 
 
@@ -519,6 +541,8 @@ async def activate(app: web.Application, model: ServedModel) -> None:
     m.track_labels(model.classes)
     m.model_info.labels(model.name, model.architecture, model.digest, str(model.device)).set(1)
     m.model_ready.set(1)
+    if isinstance(state.feedback, SharedFeedback):
+        await state.feedback.start()
     state.ready = True
     log.info(
         "model %s ready (batching: max %d samples, %g ms)",
@@ -534,10 +558,31 @@ async def _on_shutdown(app: web.Application) -> None:
     state.metrics.model_ready.set(0)
     if state.batcher is not None:
         await state.batcher.stop(drain_seconds=min(10.0, state.config.request_timeout_seconds))
+    if isinstance(state.feedback, SharedFeedback):
+        await state.feedback.stop()  # the last predictions' segment, before the process exits
 
 
 async def _on_cleanup(app: web.Application) -> None:
     app[STATE].decoder.shutdown(wait=False)
+
+
+def open_feedback(config: ServeConfig) -> FeedbackStore | SharedFeedback:
+    """Where feedback goes: the artifact store (shared by every replica) when feedbackKey is
+    set, else a JSONL file on a volume (one replica)."""
+    if config.feedback_key:
+        store_config = StoreConfig.from_env()
+        if store_config is None:
+            raise ValueError("feedbackKey needs the artifact store's TAUON_STORE_* environment")
+        return SharedFeedback(
+            ArtifactStore(store_config), config.feedback_key, config.feedback.retention_days
+        )
+    if not config.feedback_path:
+        raise ValueError(
+            "feedback.enabled needs feedbackKey (the artifact store) or feedbackPath (a JSONL file)"
+        )
+    store = FeedbackStore(config.feedback_path, config.feedback.retention_days)
+    store.open()
+    return store
 
 
 def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.Application:
@@ -546,10 +591,7 @@ def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.App
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_observe])
     state = ServeState(config=config)
     if config.feedback.enabled:
-        if not config.feedback_path:
-            raise ValueError("feedback.enabled needs feedbackPath (a JSONL file on a volume)")
-        state.feedback = FeedbackStore(config.feedback_path, config.feedback.retention_days)
-        state.feedback.open()
+        state.feedback = open_feedback(config)
     app[STATE] = state
 
     r = app.router

@@ -1,0 +1,161 @@
+"""Feedback shared by every replica through the artifact store (a real SeaweedFS on loopback):
+two real `tauon-runtime serve` processes of one deployment, a prediction made by one and its
+feedback sent to the other, a replica restarted, bad feedback refused with nothing stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import obstore
+import pytest
+import torch
+
+from localkube.objectstore import ObjectStore
+from localkube.procutil import free_port, wait_for_url
+from tauon_runtime.models import build_model, export_model
+from tauon_runtime.serve.shared_feedback import feedback_key
+
+pytestmark = pytest.mark.timeout(240)
+
+KEY = feedback_key("tauon", "team-a", "digits")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    store = ObjectStore.start(tmp_path_factory.mktemp("s3"))
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("export") / "model"
+    export_model(build_model("cnn", 10, 1, 8), out, {
+        "name": "digits", "architecture": "cnn", "modelOptions": {}, "numClasses": 10,
+        "classes": [str(i) for i in range(10)], "inputShape": [1, 8, 8],
+        "preprocessing": {"scale": 255.0, "mean": [0.5], "std": [0.25]}, "metrics": {},
+        "datasetDigest": "d" * 64,
+    })
+    return out
+
+
+class Replica:
+    """One serving process of the deployment."""
+
+    def __init__(self, s3: ObjectStore, model_dir: Path, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cfg = workdir / f"serve-{self.port}.json"
+        cfg.write_text(json.dumps({
+            "modelName": "digits", "modelDir": str(model_dir), "device": "cpu",
+            "host": "127.0.0.1", "port": self.port, "drainSeconds": 0,
+            "feedback": {"enabled": True, "retentionDays": 7}, "feedbackKey": KEY,
+        }))
+        env = os.environ | {
+            "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "TAUON_STORE_ENDPOINT": s3.endpoint, "TAUON_STORE_BUCKET": s3.bucket,
+            "TAUON_STORE_REGION": s3.region, "TAUON_STORE_PREFIX": "tauon",
+        }
+        self.log = workdir / f"serve-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tauon_runtime", "serve", "--config", str(cfg)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for_url(f"{self.base}/v2/health/ready", 90, proc=self.proc)
+        except (ChildProcessError, TimeoutError):
+            pytest.fail(self.log.read_text()[-3000:])
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def predict(self, n: int = 1) -> list[dict]:
+        x = np.random.default_rng(n).integers(0, 256, (n, 1, 8, 8)).tolist()
+        status, body = self.post("/v1/predict", {"instances": x})
+        assert status == 200, body
+        return body["predictions"]
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.base + "/v1/feedback/stats", timeout=30) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=60) == 0, self.log.read_text()[-3000:]
+
+
+def records(s3: ObjectStore) -> list[dict]:
+    keys = sorted(o["path"] for batch in obstore.list(s3.client(), KEY + "/records/") for o in batch)
+    return [json.loads(bytes(obstore.get(s3.client(), k).bytes())) for k in keys]
+
+
+def test_feedback_joins_a_prediction_made_by_another_replica_and_survives_a_restart(
+        s3, model_dir, tmp_path):
+    a, b = Replica(s3, model_dir, tmp_path), Replica(s3, model_dir, tmp_path)
+    try:
+        [pred] = a.predict()
+        wrong = next(str(k) for k in range(10) if str(k) != pred["label"])
+        # B never saw the prediction: it reads A's segment from the store (flushed within 1 s).
+        status, body = b.post("/v1/feedback", {"predictionId": pred["predictionId"], "label": wrong})
+        assert (status, body["correct"]) == (201, False), body
+        status, body = a.post("/v1/feedback", {"predictionId": pred["predictionId"], "label": pred["label"]})
+        assert (status, body["correct"]) == (201, True), body
+        [first, second] = sorted(records(s3), key=lambda r: r["timestamp"])
+        assert first["predictedLabel"] == pred["label"] and first["trueLabel"] == wrong
+        assert first["input"]["shape"] == [1, 8, 8] and len(first["input"]["data"][0]) == 8
+        assert first["modelDigest"] == second["modelDigest"] and len(first["modelDigest"]) == 64
+        for replica in (a, b):  # every replica counts every replica's records
+            st = replica.stats()
+            assert (st["total"], st["correct"], st["incorrect"]) == (2, 1, 1)
+            assert st["accuracy"] == 0.5 and st["byTrueLabel"] == {wrong: 1, pred["label"]: 1}
+
+        # A prediction made just before SIGTERM is flushed on the way out; A's successor (a new
+        # process, a new replica token) and B both join feedback to it.
+        [late] = a.predict()
+        a.stop()
+        a2 = Replica(s3, model_dir, tmp_path)
+        try:
+            status, body = a2.post("/v1/feedback", {"predictionId": late["predictionId"], "score": 0.25})
+            assert (status, body["correct"]) == (201, None), body
+            assert a2.stats()["scoreOnly"] == 1
+        finally:
+            a2.stop()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_bad_feedback_is_refused_and_stores_nothing(s3, model_dir, tmp_path):
+    r = Replica(s3, model_dir, tmp_path)
+    try:
+        [pred] = r.predict()
+        before = r.stats()["total"]
+        well_formed_unknown = pred["predictionId"].rsplit("-", 1)[0] + "-" + "0" * 16
+        for body, status, words in [
+            ({"predictionId": well_formed_unknown, "label": "3"}, 404, "unknown prediction id"),
+            ({"predictionId": "not-an-id", "label": "3"}, 404, "unknown prediction id"),
+            ({"predictionId": pred["predictionId"], "label": "eleven"}, 400, "not one of the model's classes"),
+            ({"predictionId": pred["predictionId"]}, 400, "send the true 'label'"),
+            ({"predictionId": "x" * 200, "label": "3"}, 400, "predictionId"),
+        ]:
+            got, answer = r.post("/v1/feedback", body)
+            assert got == status and words in json.dumps(answer), (body, got, answer)
+        assert r.stats()["total"] == before
+    finally:
+        r.stop()
