@@ -247,9 +247,15 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
             answer, truth = first
             print("  " + json.dumps(post(f"http://{endpoint}/v1/feedback",
                                          {"predictionId": answer["predictionId"], "label": truth})))
-            store = volume_dir(cluster, NS, f"{name}-feedback") / "feedback.jsonl"
-            print(f"  the feedback store ({store}) now holds "
-                  f"{len(store.read_text().splitlines())} record(s)")
+            with urllib.request.urlopen(f"http://{endpoint}/v1/feedback/stats", timeout=30) as r:
+                stats = json.loads(r.read())
+            where = (f"s3://{cluster.object_store.bucket}/tauon/{NS}/feedback/{name}/"
+                     if cluster.object_store is not None else f"claim {name}-feedback")
+            print(f"  the feedback store ({where}) now holds {stats['total']} record(s), "
+                  f"accuracy on feedback {stats['accuracy']}")
+            counted = wait(lambda: status(cluster, "mdep", name).get("feedbackCount"), 30,
+                           "status.feedbackCount")
+            print(f"  status.feedbackCount: {counted}")
 
     stored = next((m for m in models.values() if str(m.get("location")).startswith("s3://")), None)
     if stored and cluster.object_store is not None:

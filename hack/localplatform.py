@@ -77,6 +77,7 @@ def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics_por
         "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
         "PYTHONPATH": os.pathsep.join([SOURCE_PATH, os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
+        "TAUON_FEEDBACK_POLL_SECONDS": "5",  # status.feedbackCount moves while one watches
         **store_settings(cluster),
     })
     time.sleep(2)

@@ -101,6 +101,7 @@ class Controller:
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ the work queue
@@ -119,6 +120,19 @@ class Controller:
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+
+    def enqueue_after(self, kind: str, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again in `delay` seconds (a poll): one timer per key, however many runs
+        ask for it, so a busy object never multiplies its polls."""
+        key: Key = (kind, namespace, name)
+        if key in self._timers:
+            return
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.enqueue(kind, namespace, name)
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
 
     async def _worker(self) -> None:
         assert self._queue is not None

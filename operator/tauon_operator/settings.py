@@ -44,6 +44,8 @@ class Settings:
     # Added to every pod that asks for GPUs (the chart's `gpuTolerations`: GPU node pools are
     # usually tainted nvidia.com/gpu so that nothing else lands there).
     gpu_tolerations: tuple[dict[str, Any], ...] = ()
+    # How often a ModelDeployment that collects feedback reads its servers' counts.
+    feedback_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +66,7 @@ class Settings:
             store_region=env.get(ENV_STORE_REGION) or "us-east-1",
             store_secret=env.get("TAUON_STORE_SECRET", ""),
             gpu_tolerations=_tolerations(env.get("TAUON_GPU_TOLERATIONS", "")),
+            feedback_poll_seconds=float(env.get("TAUON_FEEDBACK_POLL_SECONDS", "30")),
         )
 
 

@@ -89,22 +89,28 @@ def test_the_digits_loop_trains_serves_and_collects_feedback(digits):
     v2_labels = [max(range(k), key=lambda j: probs["data"][i * k + j]) for i in range(n)]
     assert sum(classes[j] == classes[int(test["y"][i])] for i, j in enumerate(v2_labels)) >= 0.9 * n
 
-    # Feedback lands in the store on the ModelDeployment's feedback volume.
+    # Feedback lands in the artifact store, where every replica reads and counts it, and the
+    # ModelDeployment's status counts it.
     wrong_or_first = next((a for i, a in enumerate(answers) if a["label"] != classes[int(test["y"][i])]),
                           answers[0])
     i = answers.index(wrong_or_first)
+    truth = classes[int(test["y"][i])]
     reply = post(f"http://{endpoint}/v1/feedback",
-                 {"predictionId": wrong_or_first["predictionId"], "label": classes[int(test["y"][i])]})
-    assert reply["stored"] is True
-    store = volume_dir(digits, NS, "digits-feedback") / "feedback.jsonl"
-
-    def stored():
-        lines = store.read_text().splitlines() if store.exists() else []
-        return [r for r in map(json.loads, lines) if r["predictionId"] == wrong_or_first["predictionId"]]
-
-    [record] = wait_for(stored, timeout=10, what=f"the feedback record in {store} "
-                        f"(the volume holds {sorted(p.name for p in store.parent.iterdir())})")
-    assert record["trueLabel"] == classes[int(test["y"][i])]
+                 {"predictionId": wrong_or_first["predictionId"], "label": truth})
+    assert reply["stored"] is True and reply["correct"] is (wrong_or_first["label"] == truth)
+    store = digits.object_store
+    prefix = f"tauon/{NS}/feedback/digits/records/"
+    keys = [o["path"] for batch in obstore.list(store.client(), prefix) for o in batch]
+    records = [json.loads(bytes(obstore.get(store.client(), k).bytes())) for k in keys]
+    [record] = [r for r in records if r["predictionId"] == wrong_or_first["predictionId"]]
+    assert record["trueLabel"] == truth and record["modelDigest"] == sha
+    assert record["input"]["shape"] == [1, 8, 8]
+    md = wait_for(lambda: (s := status_of(digits, "mdep", "digits", NS)).get("feedbackCount") and s,
+                  timeout=60, interval=1, what="status.feedbackCount")
+    assert md["feedbackCount"] == len(records)
+    assert md["feedbackAccuracy"] == sum(r["correct"] is True for r in records) / len(records)
+    claims = digits.kubectl("get", "pvc", "-n", NS, "-o", "name").stdout.split()
+    assert "persistentvolumeclaim/digits-feedback" not in claims  # the store holds it all
 
 
 def model_deployment(name: str, **model) -> str:

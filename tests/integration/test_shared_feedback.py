@@ -21,7 +21,7 @@ import torch
 from localkube.objectstore import ObjectStore
 from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.models import build_model, export_model
-from tauon_runtime.serve.shared_feedback import feedback_key
+from tauon_runtime.contract.keys import feedback_key
 
 pytestmark = pytest.mark.timeout(240)
 

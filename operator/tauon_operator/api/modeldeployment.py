@@ -283,4 +283,12 @@ class ModelDeploymentStatus(StatusModel):
     replicas: ReplicaCounts | None = Field(None, description="Desired, ready and updated replicas.")
     model_digest: str | None = Field(None, description="Digest (sha256) of the model being served.")
     canary: CanaryStatus | None = Field(None, description="The canary, when one is configured.")
-    feedback_count: int | None = Field(None, ge=0, description="Feedback records stored.")
+    feedback_count: int | None = Field(
+        None, ge=0, description="Feedback records stored (every replica's, within the retention)."
+    )
+    feedback_accuracy: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the labelled feedback whose true label was the predicted one.",
+    )

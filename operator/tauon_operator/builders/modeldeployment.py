@@ -14,7 +14,7 @@ from tauon_operator.builders import pod
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 from tauon_runtime.contract import ServeConfig
-from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL
+from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL, feedback_key
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
@@ -97,8 +97,19 @@ def model_format(md: dict[str, Any], canary: bool = False) -> str:
     return source.format
 
 
-def serve_config(md: dict[str, Any], model: ResolvedModel, canary: bool = False) -> str:
+def feedback_in_store(md: dict[str, Any], settings: Settings | None) -> bool:
+    """Feedback goes to the artifact store (shared by every replica, no claim) when one is
+    configured; else to a JSONL file on a claim."""
     spec = ModelDeployment.parse_spec(md)
+    return spec.feedback.enabled and settings is not None and bool(settings.store_bucket)
+
+
+def serve_config(
+    md: dict[str, Any], model: ResolvedModel, canary: bool = False, settings: Settings | None = None
+) -> str:
+    spec = ModelDeployment.parse_spec(md)
+    shared = feedback_in_store(md, settings)
+    m = md["metadata"]
     cfg = ServeConfig(
         model_name=md["metadata"]["name"],
         model_dir=f"{MODEL_MOUNT}/{model.subpath}".rstrip("/"),
@@ -106,7 +117,14 @@ def serve_config(md: dict[str, Any], model: ResolvedModel, canary: bool = False)
         model_format=model_format(md, canary),
         batching=spec.batching,
         feedback=spec.feedback,
-        feedback_path=f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled else None,
+        feedback_path=(
+            f"{FEEDBACK_MOUNT}/feedback.jsonl" if spec.feedback.enabled and not shared else None
+        ),
+        feedback_key=(
+            feedback_key(settings.store_prefix, m["namespace"], m["name"])
+            if shared and settings
+            else None
+        ),
     )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
@@ -119,7 +137,8 @@ def _deployment(
     name = deployment_name(md, canary)
     component = "server-canary" if canary else "server"
     cm_meta = object_meta(md, config_map_name(md, canary), component)
-    config = pod.config_map(cm_meta, serve_config(md, model, canary))
+    config = pod.config_map(cm_meta, serve_config(md, model, canary, settings))
+    on_claim = spec.feedback.enabled and not feedback_in_store(md, settings)
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
@@ -135,13 +154,16 @@ def _deployment(
         "server",
         spec.image or edge,
         ["serve", "--config", pod.CONFIG_FILE, "--host", "$(POD_IP)", "--port", str(port)],
-        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        env=[
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            *(pod.store_env(settings) if feedback_in_store(md, settings) else []),
+        ],
         resources=pod.compute_resources(
             str(spec.resources.cpu), str(spec.resources.memory), spec.resources.gpus
         ),
         volume_mounts=[
             {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
-            *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if spec.feedback.enabled else []),
+            *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if on_claim else []),
         ],
     )
     init_containers = []
@@ -180,7 +202,7 @@ def _deployment(
         }
     )
     volumes = [*pod.base_volumes(cm_meta["name"]), model_volume]
-    if spec.feedback.enabled:
+    if on_claim:
         volumes.append(
             {"name": "feedback", "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}}
         )
@@ -275,6 +297,6 @@ def build(
                 },
             }
         )
-    if spec.feedback.enabled:
+    if spec.feedback.enabled and not feedback_in_store(md, settings):
         children.append(pod.pvc(object_meta(md, feedback_claim_name(md), "feedback"), "1Gi", None))
     return [with_spec_hash(c) for c in children]

@@ -7,13 +7,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tauon_operator.api import ModelDeployment
+from tauon_operator import serving
+from tauon_operator.api import ModelDeployment, ModelDeploymentStatus
 from tauon_operator.builders import modeldeployment as build
 from tauon_operator.builders import pod
 from tauon_operator.builders.modeldeployment import ResolvedModel
 from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
 from tauon_operator.controller import Controller, Outcome, phase_events, utcnow
 from tauon_operator.meta import PARENT_LABEL
+from tauon_operator.settings import Settings
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
 
 KIND = "ModelDeployment"
@@ -50,6 +52,30 @@ def canary_children(md: dict[str, Any]) -> frozenset[tuple[str, str]]:
     TrainingJob in the cache is no reason to drop serving capacity)."""
     name = build.deployment_name(md, canary=True)
     return frozenset({("Deployment", name), ("ConfigMap", build.config_map_name(md, canary=True))})
+
+
+def kept_feedback_claim(md: dict[str, Any], settings: Settings) -> frozenset[tuple[str, str]]:
+    """Feedback that moved to the artifact store leaves the claim it was written to before (an
+    upgrade): never pruned, so no record is lost; deleting the ModelDeployment removes it."""
+    if build.feedback_in_store(md, settings):
+        return frozenset({("PersistentVolumeClaim", build.feedback_claim_name(md))})
+    return frozenset()
+
+
+async def with_feedback_counts(
+    ctl: Controller, md: dict[str, Any], status: ModelDeploymentStatus, pods: list[dict[str, Any]]
+) -> ModelDeploymentStatus:
+    """The servers' feedback counts in the status (the last known ones while no server
+    answers), read again every feedback_poll_seconds."""
+    m = md["metadata"]
+    ctl.enqueue_after(KIND, m["namespace"], m["name"], ctl.settings.feedback_poll_seconds)
+    prev = md.get("status") or {}
+    stats = await serving.feedback_stats(pods, ctl.settings.serve_port)
+    if stats is None:
+        count, accuracy = prev.get("feedbackCount"), prev.get("feedbackAccuracy")
+    else:
+        count, accuracy = stats["total"], stats.get("accuracy")
+    return status.model_copy(update={"feedback_count": count, "feedback_accuracy": accuracy})
 
 
 async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
@@ -91,6 +117,8 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         utcnow(),
         pods,
     )
+    if parsed.feedback.enabled:
+        status = await with_feedback_counts(ctl, md, status, pods)
     # build
     children = None
     if model is not None:
@@ -106,9 +134,10 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
             status=status,
             children=children,
             updates={"PersistentVolumeClaim": pod.update_claim},
-            keep=canary_children(md)
-            if spec.get("canary") and canary_model is None
-            else frozenset(),
+            keep=(
+                canary_children(md) if spec.get("canary") and canary_model is None else frozenset()
+            )
+            | kept_feedback_claim(md, ctl.settings),
             clear=("canary",),
             events=events,
         ),

@@ -42,3 +42,11 @@ ENV_STORE_REGION = "TAUON_STORE_REGION"
 ENV_NAMESPACE = "TAUON_NAMESPACE"  # the pod's namespace (downward API): part of every store key
 ENV_RUN_UID = "TAUON_RUN_UID"  # the TrainingJob's uid: its checkpoints' key in the store
 STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def feedback_key(prefix: str, namespace: str, deployment: str) -> str:
+    """Where one ModelDeployment's shared feedback lives in the store (no trailing slash): what
+    the operator gives its servers, and where a Dataset built from the feedback reads it."""
+    return "/".join(
+        [*(p for p in prefix.strip("/").split("/") if p), namespace, "feedback", deployment]
+    )

@@ -44,16 +44,11 @@ from .feedback import FeedbackStats, PredictionRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SharedFeedback", "feedback_key"]
+__all__ = ["SharedFeedback"]
 
 _ID = re.compile(r"^([a-f0-9]{12})-([0-9]{1,10})-([a-f0-9]{16})$")
 _OUTCOMES = {True: "correct", False: "incorrect", None: "score"}
 MAX_PENDING_BYTES = 256 << 20  # predictions waiting for a store that is down; oldest dropped
-
-
-def feedback_key(prefix: str, namespace: str, deployment: str) -> str:
-    """Where one ModelDeployment's feedback lives in the store (no trailing slash)."""
-    return "/".join(p for p in (prefix.strip("/"), namespace, "feedback", deployment) if p)
 
 
 def _timestamp(when: dt.datetime) -> str:

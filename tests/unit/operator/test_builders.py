@@ -299,6 +299,26 @@ def test_model_deployment_children():
     assert kids["PersistentVolumeClaim"][0]["metadata"]["name"] == "web-feedback"
 
 
+def test_feedback_goes_to_the_store_when_one_is_configured_with_no_claim():
+    md = cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "mnist"}}, "replicas": 3,
+                                       "feedback": {"enabled": True, "retentionDays": 7}})
+    kids = by_kind(modeldeployment.build(md, STORE, ResolvedModel("mnist-output", "model", "a" * 64)))
+    assert "PersistentVolumeClaim" not in kids
+    serve = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert serve["feedbackKey"] == "tauon/ml/feedback/web" and "feedbackPath" not in serve
+    assert serve["feedback"] == {"enabled": True, "retentionDays": 7}
+    pod = kids["Deployment"][0]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["TAUON_STORE_BUCKET"]["value"] == "models"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]  # by reference to the Secret only
+    assert all(v["name"] != "feedback" for v in pod["volumes"])
+    # Without feedback a store-backed deployment gets no store credentials at all.
+    plain = cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "mnist"}}})
+    pod = by_kind(modeldeployment.build(plain, STORE, ResolvedModel("mnist-output", "model", "a" * 64))
+                  )["Deployment"][0]["spec"]["template"]["spec"]
+    assert not {"TAUON_STORE_BUCKET", "AWS_SECRET_ACCESS_KEY"} & {e["name"] for e in pod["containers"][0]["env"]}
+
+
 def test_autoscaling_leaves_replicas_to_the_hpa():
     md = cr("ModelDeployment", "web", {"model": {"trainingJobRef": {"name": "m"}},
                                        "autoscaling": {"minReplicas": 2, "maxReplicas": 6}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from tauon_operator.controller import Controller
 from tauon_operator.settings import Settings
@@ -68,3 +69,25 @@ def test_the_queue_folds_bursts_and_never_runs_one_key_twice_at_once():
     assert runs.count("a") == 2
     assert sorted(r for r in runs if r != "a") == [f"b{i}" for i in range(8)]
     assert not overlap
+
+
+def test_a_poll_asked_for_by_every_run_stays_one_timer_per_key():
+    runs: list[float] = []
+
+    async def reconcile(ctl, ns, name):
+        runs.append(time.monotonic())
+        ctl.enqueue_after("ModelDeployment", ns, name, 0.1)  # every run asks for the next poll
+
+    async def go() -> float:
+        ctl = Controller(kube=None, settings=Settings(), workers=2)
+        ctl.reconcilers["ModelDeployment"] = reconcile
+        for _ in range(10):  # ten events, ten runs, each asking for a poll
+            ctl.enqueue("ModelDeployment", "ml", "web")
+            await asyncio.sleep(0.02)
+        quiet = time.monotonic()
+        await asyncio.sleep(0.45)
+        return quiet
+
+    quiet = asyncio.run(go())
+    # One chain of polls (~4 in 0.45 s), not one chain per run that asked (~40).
+    assert 3 <= sum(t > quiet for t in runs) <= 6, runs

@@ -239,7 +239,11 @@ def test_optional_objects_render_when_enabled():
     assert pdb["spec"] == {"selector": pdb["spec"]["selector"], "maxUnavailable": 1}
     [policy] = by_kind(docs, "NetworkPolicy")
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
-    assert egress_ports == {53, 443, 6443}
+    assert egress_ports == {53, 443, 6443, 8080}
+    [serving] = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 8080]
+    [peer] = serving["to"]  # only the serving pods, in any namespace
+    assert peer["namespaceSelector"] == {} and peer["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["server", "server-canary"]}]
     assert not {"ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"} & {d["kind"] for d in render()}
 
 
