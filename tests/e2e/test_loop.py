@@ -113,6 +113,32 @@ def test_the_digits_loop_trains_serves_and_collects_feedback(digits):
     assert "persistentvolumeclaim/digits-feedback" not in claims  # the store holds it all
 
 
+def test_feedback_becomes_a_new_dataset_version_on_top_of_the_base(digits):
+    md = wait_phase(digits, "mdep", "digits", NS, "Ready", timeout=300)
+    [endpoint] = ready_endpoints(digits, NS, "digits")
+    # A user's own drawing of a 7 (not one of the Dataset's samples), corrected to "7".
+    seven = [[[0, 255, 255, 255, 255, 255, 255, 0]] + [[0] * (7 - r) + [255] + [0] * r for r in range(7)]]
+    [answer] = post(f"http://{endpoint}/v1/predict", {"instances": [seven]})["predictions"]
+    assert post(f"http://{endpoint}/v1/feedback",
+                {"predictionId": answer["predictionId"], "label": "7"})["stored"] is True
+    base = status_of(digits, "tds", "digits", NS)
+    name = f"digits-fb-{uuid.uuid4().hex[:6]}"
+    digits.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps({
+        "apiVersion": "tauon.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": name},
+        "spec": {"source": {"feedback": {"modelDeploymentRef": {"name": "digits"},
+                                         "baseDatasetRef": {"name": "digits"}}}}}))
+    try:
+        fb = wait_phase(digits, "tds", name, NS, "Ready", timeout=180)
+        assert fb["digest"] != base["digest"] and md["modelDigest"]
+        # The test and validation splits are the base's; training gained the feedback.
+        assert (fb["counts"]["test"], fb["counts"]["validation"]) == (
+            base["counts"]["test"], base["counts"]["validation"])
+        assert fb["counts"]["train"] > base["counts"]["train"]
+        assert fb["location"].startswith(f"s3://tauon/tauon/{NS}/datasets/{name}/")
+    finally:
+        digits.kubectl("delete", "tds", name, "-n", NS, "--wait=false")
+
+
 def model_deployment(name: str, **model) -> str:
     return json.dumps({"apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment",
                        "metadata": {"name": name},

@@ -73,7 +73,7 @@ def test_kubectl_explain_teaches_the_api(cluster, crds):
     nested = cluster.kubectl("explain", "tj.spec.hyperparameters.optimizer").stdout
     assert "sgd" in nested
     source = cluster.kubectl("explain", "tds.spec.source").stdout
-    assert "exactly one of builtin, synthetic, http, pvc or s3" in " ".join(source.split())
+    assert "exactly one of builtin, synthetic, http, pvc, s3 or feedback" in " ".join(source.split())
     fmt = cluster.kubectl("explain", "mdep.spec.model.format").stdout
     assert "onnxruntime" in fmt and "safetensors" in fmt
     task = cluster.kubectl("explain", "tj.spec.model.task").stdout

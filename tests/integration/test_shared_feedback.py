@@ -159,3 +159,61 @@ def test_bad_feedback_is_refused_and_stores_nothing(s3, model_dir, tmp_path):
         assert r.stats()["total"] == before
     finally:
         r.stop()
+
+
+def test_a_dataset_from_feedback_adds_it_to_the_base_and_keeps_the_base_test_split(
+        s3, model_dir, tmp_path, monkeypatch):
+    from safetensors.numpy import load_file
+
+    from tauon_runtime.config import PrepareConfig
+    from tauon_runtime.data import prepare
+    from tauon_runtime.report import Reporter
+
+    for k, v in {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                 "TAUON_STORE_ENDPOINT": s3.endpoint, "TAUON_STORE_BUCKET": s3.bucket,
+                 "TAUON_STORE_REGION": s3.region, "TAUON_STORE_PREFIX": "tauon",
+                 "TAUON_NAMESPACE": "team-a",
+                 "TAUON_STATUS_TARGET": "tauon.dev/v1alpha1/namespaces/team-a/datasets/digits"}.items():
+        monkeypatch.setenv(k, v)
+    base = prepare(PrepareConfig.model_validate({
+        "source": {"builtin": {"name": "digits"}}, "outputDir": str(tmp_path / "base")}),
+        Reporter(enabled=False))
+    base_dir = tmp_path / "base" / base["path"]
+    base_test = load_file(str(base_dir / "test.safetensors"))
+
+    # Real feedback: two new inputs (one relabelled later), one input from the base's test
+    # split (must not leak into training), one score-only record.
+    r = Replica(s3, model_dir, tmp_path)
+    try:
+        fresh = np.random.default_rng(7).integers(0, 256, (2, 1, 8, 8)).tolist()
+        leaked = base_test["x"][0].tolist()
+        status, body = r.post("/v1/predict", {"instances": [*fresh, leaked]})
+        assert status == 200, body
+        a, b, c = body["predictions"]
+        for pid, label in ((a["predictionId"], "1"), (b["predictionId"], "2"),
+                           (a["predictionId"], "7"), (c["predictionId"], "3")):
+            assert r.post("/v1/feedback", {"predictionId": pid, "label": label})[0] == 201
+        assert r.post("/v1/feedback", {"predictionId": b["predictionId"], "score": 1.0})[0] == 201
+    finally:
+        r.stop()
+
+    monkeypatch.setenv("TAUON_STATUS_TARGET", "tauon.dev/v1alpha1/namespaces/team-a/datasets/digits-fb")
+    out = tmp_path / "fb"
+    fb = prepare(PrepareConfig.model_validate({
+        "source": {"feedback": {"modelDeploymentRef": {"name": "digits"},
+                                "baseDatasetRef": {"name": "digits"}}},
+        "outputDir": str(out), "baseLocation": base["location"], "baseDigest": base["digest"],
+        "feedbackKey": KEY}), Reporter(enabled=False))
+    assert fb["digest"] != base["digest"]
+    assert fb["feedback"] == {
+        "baseDataset": "digits", "baseDigest": base["digest"], "modelDeployment": "digits",
+        "records": 5, "added": 2, "relabelled": 1, "skipped": {"inBase": 1, "noLabel": 1}}
+    assert fb["counts"] == {**base["counts"], "train": base["counts"]["train"] + 2}
+    version = out / fb["path"]
+    for split in ("validation", "test"):  # byte for byte the base's
+        assert (version / f"{split}.safetensors").read_bytes() == (base_dir / f"{split}.safetensors").read_bytes()
+    train = load_file(str(version / "train.safetensors"))
+    added = dict(zip(map(bytes, train["x"][-2:]), train["y"][-2:].tolist(), strict=True))
+    assert added == {bytes(np.asarray(fresh[0], np.uint8)): 7, bytes(np.asarray(fresh[1], np.uint8)): 2}
+    assert fb["preprocessing"] == base["preprocessing"] and fb["location"].startswith(
+        f"s3://{s3.bucket}/tauon/team-a/datasets/digits-fb/")

@@ -126,8 +126,8 @@ class DatasetSpec(ApiModel):
     }
 
     source: DatasetSource = Field(
-        description="Where the data comes from: exactly one of builtin, synthetic, http, pvc or s3. "
-        "Immutable: create a new Dataset to use different data.",
+        description="Where the data comes from: exactly one of builtin, synthetic, http, pvc, s3 "
+        "or feedback. Immutable: create a new Dataset to use different data.",
         json_schema_extra=rules(immutable("source", "create a new Dataset to use different data")),
     )
     task: Task = Field("image-classification", description=TASK_DESCRIPTION)

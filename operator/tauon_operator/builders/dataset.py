@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tauon_operator.api import API_VERSION, DATASETS, Dataset
@@ -9,6 +10,7 @@ from tauon_operator.builders import access, pod
 from tauon_operator.meta import child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 from tauon_runtime.contract import PERMANENT_EXIT_CODES, PrepareConfig
+from tauon_runtime.contract.keys import feedback_key
 
 DATA_MOUNT = "/data"
 SOURCE_MOUNT = "/source"
@@ -24,8 +26,20 @@ def prepare_job_name(ds: dict[str, Any]) -> str:
     return child_name(ds["metadata"]["name"], "prepare")
 
 
-def run_config(ds: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class BaseVersion:
+    """The version a feedback source builds on: the base Dataset's status location and digest."""
+
+    location: str
+    digest: str
+
+
+def run_config(
+    ds: dict[str, Any], settings: Settings | None = None, base: BaseVersion | None = None
+) -> str:
     spec = Dataset.parse_spec(ds)
+    feedback = spec.source.feedback
+    m = ds["metadata"]
     cfg = PrepareConfig(
         source=spec.source,
         task=spec.task,
@@ -35,11 +49,20 @@ def run_config(ds: dict[str, Any]) -> str:
         preprocessing=spec.preprocessing,
         output_dir=DATA_MOUNT,
         source_dir=SOURCE_MOUNT if spec.source.pvc else None,
+        base_location=base.location if base else None,
+        base_digest=base.digest if base else None,
+        feedback_key=(
+            feedback_key(settings.store_prefix, m["namespace"], feedback.model_deployment_ref.name)
+            if feedback and settings
+            else None
+        ),
     )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+def build(
+    ds: dict[str, Any], settings: Settings, base: BaseVersion | None = None
+) -> list[dict[str, Any]]:
     spec = Dataset.parse_spec(ds)
     name = ds["metadata"]["name"]
     cm_name = child_name(name, "prepare")
@@ -48,7 +71,7 @@ def build(ds: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
         str(spec.storage.size),
         spec.storage.storage_class_name,
     )
-    config = pod.config_map(object_meta(ds, cm_name, "prepare"), run_config(ds))
+    config = pod.config_map(object_meta(ds, cm_name, "prepare"), run_config(ds, settings, base))
 
     mounts: list[dict[str, Any]] = [
         {"name": "data", "mountPath": DATA_MOUNT},

@@ -32,6 +32,9 @@ async def dataset_event(type, body, **_):
     for tj in ctl.store.all("TrainingJob"):
         if tj["metadata"]["namespace"] == ns and tj["spec"]["datasetRef"]["name"] == name:
             ctl.enqueue("TrainingJob", ns, tj["metadata"]["name"])
+    for ds in ctl.store.all("Dataset"):  # a Dataset built on this one's version
+        if ds["metadata"]["namespace"] == ns and dataset.base_of(ds) == name:
+            ctl.enqueue("Dataset", ns, ds["metadata"]["name"])
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")

@@ -107,3 +107,25 @@ def _failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]
             return result.get("error") or "PrepareFailed", result["message"]
     cond = observe.job_condition(job, "Failed") or {}
     return cond.get("reason") or "PrepareFailed", cond.get("message") or "the prepare Job failed"
+
+
+def waiting_status(
+    ds: dict[str, Any], reason: str, message: str, stalled: bool, now: datetime
+) -> DatasetStatus:
+    """Nothing can be prepared yet (a feedback source's base is not Ready), or ever (no store)."""
+    prev = ds.get("status") or {}
+    gen = ds["metadata"].get("generation", 1)
+    conds = c.standard(
+        ready=False,
+        reason=reason,
+        message=message,
+        stalled=stalled,
+        reconciling=not stalled,
+        succeeded=False,
+        failed=stalled,
+    )
+    return DatasetStatus(
+        observed_generation=gen,
+        phase=Phase.FAILED if stalled else Phase.PENDING,
+        conditions=c.merge(prev.get("conditions"), conds, gen, now),
+    )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import DNS_SUBDOMAIN, ContractModel, Sha256, cel, rules
+from .base import DNS_LABEL, DNS_SUBDOMAIN, ContractModel, Sha256, cel, rules
 
 BuiltinName = Literal["digits", "wine", "breast_cancer", "sentiment"]
 Task = Literal["image-classification", "tabular-classification", "text-classification"]
@@ -142,15 +142,45 @@ class S3Source(ContractModel):
     )
 
 
+class NameRef(ContractModel):
+    """Another object in the same namespace, by name."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Its name, in the same namespace.",
+    )
+
+
+class FeedbackSource(ContractModel):
+    """A ModelDeployment's feedback on top of a base Dataset: the training split is the base's
+    plus every labelled feedback record (one per input, the latest label winning; inputs that
+    are in the base's validation or test split left out), validation and test are the base's
+    unchanged, so a model trained on it is judged on the very examples the base's was. A
+    snapshot of the feedback when it is prepared; needs the artifact store."""
+
+    model_deployment_ref: NameRef = Field(
+        description="The ModelDeployment whose feedback is added (its `feedback.enabled`)."
+    )
+    base_dataset_ref: NameRef = Field(
+        description="The Dataset the feedback is added to; the new version has its classes, "
+        "input shape, preprocessing and validation and test splits."
+    )
+
+
+SOURCE_KINDS = ("builtin", "synthetic", "http", "pvc", "s3", "feedback")
+
+
 class DatasetSource(ContractModel):
-    """Where the data comes from: set exactly one of builtin, synthetic, http, pvc or s3."""
+    """Where the data comes from: set exactly one of builtin, synthetic, http, pvc, s3 or
+    feedback."""
 
     model_config = {
         "json_schema_extra": rules(
             cel(
-                "(has(self.builtin) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + "
-                "(has(self.http) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1",
-                "exactly one of builtin, synthetic, http, pvc or s3 must be set",
+                " + ".join(f"(has(self.{k}) ? 1 : 0)" for k in SOURCE_KINDS) + " == 1",
+                "exactly one of builtin, synthetic, http, pvc, s3 or feedback must be set",
             ),
         )
     }
@@ -164,18 +194,23 @@ class DatasetSource(ContractModel):
     s3: S3Source | None = Field(
         None, description="An object in S3-compatible storage, pinned by sha256."
     )
+    feedback: FeedbackSource | None = Field(
+        None, description="A base Dataset plus a ModelDeployment's feedback (needs the store)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DatasetSource:
-        chosen = [n for n in ("builtin", "synthetic", "http", "pvc", "s3") if getattr(self, n)]
+        chosen = [n for n in SOURCE_KINDS if getattr(self, n)]
         if len(chosen) != 1:
-            raise ValueError("exactly one of builtin, synthetic, http, pvc or s3 must be set")
+            raise ValueError(
+                "exactly one of builtin, synthetic, http, pvc, s3 or feedback must be set"
+            )
         return self
 
     @property
     def kind(self) -> str:
-        """The name of the source that is set: builtin, synthetic, http, pvc or s3."""
-        return next(n for n in ("builtin", "synthetic", "http", "pvc", "s3") if getattr(self, n))
+        """The name of the source that is set: builtin, synthetic, http, pvc, s3 or feedback."""
+        return next(n for n in SOURCE_KINDS if getattr(self, n))
 
 
 # --- preparation -------------------------------------------------------------------------------
@@ -301,4 +336,17 @@ class PrepareConfig(ContractModel):
         None,
         description="Runtime only: where the pvc source's claim is mounted in the pod; "
         "`source.pvc.path` is resolved below it.",
+    )
+    base_location: str | None = Field(
+        None,
+        description="Runtime only (feedback source): the s3:// URI of the base Dataset's "
+        "version, as its status says.",
+    )
+    base_digest: str | None = Field(
+        None, description="Runtime only (feedback source): the base version's digest."
+    )
+    feedback_key: str | None = Field(
+        None,
+        description="Runtime only (feedback source): the store key of the ModelDeployment's "
+        "feedback.",
     )

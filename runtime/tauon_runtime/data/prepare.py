@@ -30,6 +30,7 @@ from safetensors.numpy import save_file
 
 from tauon_runtime import tasks
 from tauon_runtime.contract import PrepareConfig, Splits
+from tauon_runtime.data.feedback import from_feedback
 from tauon_runtime.data.sources import DataError, RawData
 from tauon_runtime.report import Reporter
 from tauon_runtime.store import ArtifactStore, StoreConfig, dataset_key, owner_from_env
@@ -78,8 +79,11 @@ def prepare(cfg: PrepareConfig, reporter: Reporter | None = None) -> dict[str, A
     reporter.event("start", command="prepare", source=cfg.source.kind)
     work = Path(tempfile.mkdtemp(prefix=".tmp-prepare-", dir=out))
     try:
-        raw = tasks.get(cfg.task).load_raw(cfg, work)
-        manifest = _write_version(cfg, raw, out, work)
+        if cfg.source.feedback is not None:
+            arrays, meta, extra = from_feedback(cfg, work)
+        else:
+            arrays, meta, extra = _split(cfg, tasks.get(cfg.task).load_raw(cfg, work))
+        manifest = write_version(cfg, arrays, meta, extra, out, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         if created:  # leave no trace of a failed first prepare
@@ -123,16 +127,34 @@ def publish_version(store: StoreConfig, version_dir: Path, manifest: dict[str, A
     )
 
 
-def _write_version(cfg: PrepareConfig, raw: RawData, out: Path, work: Path) -> dict[str, Any]:
+Arrays = dict[str, dict[str, np.ndarray]]  # split -> {"x": ..., "y": ...}
+
+
+def _split(cfg: PrepareConfig, raw: RawData) -> tuple[Arrays, dict[str, Any], dict[str, Any]]:
+    """A source's samples -> (the splits, what the digest covers, the task's manifest extras)."""
     if len(raw.classes) < 2:
         raise DataError(f"need at least two classes, found {len(raw.classes)}")
     index = stratified_split(raw.y, cfg.splits)
     xs, preprocessing, extra = tasks.get(cfg.task).prepare(cfg, raw, index)
     arrays = {s: {"x": xs[s], "y": raw.y[i]} for s, i in index.items()}
-    x = xs["train"]
     meta: dict[str, Any] = {"classes": raw.classes, "preprocessing": preprocessing, **extra}
     if cfg.task != "image-classification":  # image digests stay what they were
         meta["task"] = cfg.task
+    return arrays, meta, extra
+
+
+def write_version(
+    cfg: PrepareConfig,
+    arrays: Arrays,
+    meta: dict[str, Any],
+    extra: dict[str, Any],
+    out: Path,
+    work: Path,
+) -> dict[str, Any]:
+    """Write the splits as a version named by their digest (staged, then renamed into place)
+    and point the manifest at it."""
+    x = arrays["train"]["x"]
+    preprocessing = meta["preprocessing"]
     digest = content_digest(arrays, meta)
     rel = f"versions/{digest[:16]}"
     stage = work / "version"
@@ -144,9 +166,9 @@ def _write_version(cfg: PrepareConfig, raw: RawData, out: Path, work: Path) -> d
         "task": cfg.task,
         "digest": digest,
         "path": rel,
-        "counts": {s: len(index[s]) for s in SPLITS},
-        "classes": raw.classes,
-        "numClasses": len(raw.classes),
+        "counts": {s: len(arrays[s]["y"]) for s in SPLITS},
+        "classes": meta["classes"],
+        "numClasses": len(meta["classes"]),
         "shape": [int(d) for d in x.shape[1:]],
         "dtype": str(x.dtype),
         "bytes": sum((stage / f"{s}.safetensors").stat().st_size for s in SPLITS),

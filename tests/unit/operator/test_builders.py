@@ -339,3 +339,15 @@ def test_the_operators_flags_keep_every_setting_from_the_environment():
     assert (got.store_bucket, got.store_secret, got.runtime_edge_image) == (
         "models", "tauon-store", "r.example/edge:1")
     assert (got.namespaces, got.metrics_port, got.health_port) == (("a",), 0, env.health_port)
+
+
+def test_a_feedback_dataset_prepares_from_the_base_version_and_the_deployments_feedback():
+    ds = cr("Dataset", "digits-fb", {"source": {"feedback": {"modelDeploymentRef": {"name": "web"},
+                                                              "baseDatasetRef": {"name": "digits"}}}})
+    base = dataset.BaseVersion("s3://models/tauon/ml/datasets/digits/" + "d" * 64 + "/", "sha256:" + "d" * 64)
+    kids = by_kind(dataset.build(ds, STORE, base))
+    cfg = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert (cfg["baseLocation"], cfg["baseDigest"]) == (base.location, base.digest)
+    assert cfg["feedbackKey"] == "tauon/ml/feedback/web"
+    env = {e["name"] for e in kids["Job"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"TAUON_STORE_BUCKET", "AWS_ACCESS_KEY_ID"} <= env

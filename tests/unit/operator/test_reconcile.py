@@ -347,3 +347,44 @@ def test_more_workers_while_running_is_a_condition_not_a_lie():
     assert (cond["status"], cond["reason"]) == ("False", "SpecChangeNotApplied")
     assert "workers" in cond["message"] and "attempt 0" in cond["message"]
     assert ("apply", "Job", "t-a0") not in kube.calls, "a running Job's template is never re-applied"
+
+
+FEEDBACK_DATASET = {"source": {"feedback": {"modelDeploymentRef": {"name": "web"},
+                                            "baseDatasetRef": {"name": "digits"}}}}
+STORE = Settings(store_endpoint="http://127.0.0.1:8333", store_bucket="models", store_secret="s")
+
+
+class StatusKube(FakeKube):
+    """Keeps the last status written per object."""
+
+    def __init__(self):
+        super().__init__()
+        self.status: dict[str, dict] = {}
+
+    async def patch_status(self, api_version, kind, namespace, name, status) -> dict | None:
+        self.status[name] = status
+        return await super().patch_status(api_version, kind, namespace, name, status)
+
+
+@pytest.mark.parametrize("settings, base, phase, reason, builds", [
+    (Settings(), READY_DATASET, "Failed", "StoreRequired", False),
+    (STORE, None, "Pending", "BaseDatasetNotFound", False),
+    (STORE, cr("Dataset", "digits", {"source": {"builtin": {"name": "digits"}}}, {"phase": "Preparing"}),
+     "Pending", "WaitingForBaseDataset", False),
+    (STORE, cr("Dataset", "digits", {"source": {"builtin": {"name": "digits"}}},
+               {"phase": "Ready", "digest": "sha256:" + "d" * 64,
+                "location": "s3://models/tauon/ml/datasets/digits/" + "d" * 64 + "/"}),
+     "Pending", "Creating", True),
+])
+def test_a_feedback_dataset_waits_for_its_base_version_and_says_why(settings, base, phase, reason, builds,
+                                                                   events):
+    kube = StatusKube()
+    ctl = Controller(kube, settings, workers=1)  # type: ignore[arg-type]
+    for obj in [cr("Dataset", "fb", FEEDBACK_DATASET), *([base] if base else [])]:
+        ctl.store.observe(obj["kind"], "ADDED", obj)
+    run(dataset.reconcile(ctl, NS, "fb"))
+    st = kube.status["fb"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (st["phase"], ready["reason"]) == (phase, reason)
+    configs = [c for c in kube.writes("apply") if c[1] == "ConfigMap"]
+    assert bool(configs) == builds
