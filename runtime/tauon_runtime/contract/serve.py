@@ -31,6 +31,15 @@ class Feedback(ContractModel):
     retention_days: int = Field(30, ge=1, le=3650, description="Days feedback is kept.")
 
 
+class CanaryForward(ContractModel):
+    """Runtime only: where the stable track sends the canary's share of prediction requests."""
+
+    url: str = Field(
+        min_length=8, description="The canary's Service, e.g. http://web-canary.ns.svc:8080."
+    )
+    traffic_percent: float = Field(ge=0, le=100, description="Share of prediction requests sent.")
+
+
 class ServeConfig(ContractModel):
     """What `tauon-runtime serve` reads."""
 
@@ -60,6 +69,11 @@ class ServeConfig(ContractModel):
     feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
     feedback_path: str | None = Field(
         None, description="Runtime only: the JSONL file feedback is appended to (on a volume)."
+    )
+    canary: CanaryForward | None = Field(
+        None,
+        description="Runtime only (the stable track of a canary rollout): forward exactly this "
+        "share of prediction requests to the canary.",
     )
     feedback_key: str | None = Field(
         None,

@@ -34,7 +34,7 @@ from aiohttp import web
 from tauon_runtime.contract import ServeConfig
 from tauon_runtime.store import ArtifactStore, StoreConfig, StoreError
 
-from . import binary, jsonio
+from . import binary, canary, jsonio
 from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
 from .codec import decode_v2_input, encode_v2_output, parse_array_body
 from .envelope import (
@@ -62,6 +62,14 @@ DECODE_THREADS = 2  # images decoded at once: the memory decoding holds is this 
 KEEP_INPUT_BYTES = 1 << 20  # inputs larger than this are summarised, not kept for feedback
 INLINE_PARSE_BYTES = 256 << 10  # larger bodies are parsed off the event loop
 OUTPUTS = ("probabilities", "labels")
+# What the canary split applies to: the prediction routes, never health, metadata or feedback.
+CANARY_ROUTES = frozenset(
+    {
+        "/v1/predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    }
+)
 T = TypeVar("T")
 
 
@@ -73,6 +81,7 @@ class ServeState:
     feedback: FeedbackStore | SharedFeedback | None = None
     model: ServedModel | None = None
     batcher: DynamicBatcher | None = None
+    canary: canary.CanaryForwarder | None = None  # stable track: forwards the canary's share
     decoder: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
             DECODE_THREADS, thread_name_prefix="tauon-decode"
@@ -151,6 +160,12 @@ async def _observe(
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = _error(500, "internal error; see the server log")
     code = response.status
+    forwarded = request.get(canary.FORWARDED)
+    if forwarded:
+        state.metrics.canary_forwarded.labels(forwarded).inc()
+    if forwarded == "ok":  # the canary's request: counted by the canary's own metrics
+        state.metrics.canary_latency.observe(time.perf_counter() - started)
+        return response
     state.metrics.requests.labels(route, state.metrics.method(request.method), str(code)).inc()
     state.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
     if code >= 400:
@@ -543,6 +558,8 @@ async def activate(app: web.Application, model: ServedModel) -> None:
     m.model_ready.set(1)
     if isinstance(state.feedback, SharedFeedback):
         await state.feedback.start()
+    if state.canary is not None:
+        await state.canary.start()
     state.ready = True
     log.info(
         "model %s ready (batching: max %d samples, %g ms)",
@@ -563,7 +580,10 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _on_cleanup(app: web.Application) -> None:
-    app[STATE].decoder.shutdown(wait=False)
+    state = app[STATE]
+    if state.canary is not None:
+        await state.canary.stop()
+    state.decoder.shutdown(wait=False)
 
 
 def open_feedback(config: ServeConfig) -> FeedbackStore | SharedFeedback:
@@ -588,8 +608,14 @@ def open_feedback(config: ServeConfig) -> FeedbackStore | SharedFeedback:
 def create_app(config: ServeConfig, model: ServedModel | None = None) -> web.Application:
     """The aiohttp application. With ``model`` it activates on startup; without, it starts
     unready and :func:`activate` is called once the model has loaded."""
-    app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_observe])
     state = ServeState(config=config)
+    middlewares: list[Any] = [_observe]
+    if config.canary is not None and config.canary.traffic_percent > 0:
+        state.canary = canary.CanaryForwarder(
+            config.canary.url, config.canary.traffic_percent, config.request_timeout_seconds
+        )
+        middlewares.append(canary.middleware(state.canary, _read_body, CANARY_ROUTES))
+    app = web.Application(client_max_size=config.max_request_bytes, middlewares=middlewares)
     if config.feedback.enabled:
         state.feedback = open_feedback(config)
     app[STATE] = state

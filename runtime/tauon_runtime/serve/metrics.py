@@ -104,6 +104,19 @@ class ServeMetrics:
             ["correct"],
             registry=r,
         )
+        self.canary_forwarded = Counter(
+            "tauon_serve_canary_forwarded",
+            "Prediction requests this stable server sent to the canary: ok (the canary's answer "
+            "was relayed) or fallback (it gave none; served here, and counted as a request here).",
+            ["outcome"],
+            registry=r,
+        )
+        self.canary_latency = Histogram(
+            "tauon_serve_canary_forward_duration_seconds",
+            "Time to relay one request the canary answered.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
         self._prediction_labels: frozenset[str] = frozenset()
 
