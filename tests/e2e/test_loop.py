@@ -139,6 +139,53 @@ def test_feedback_becomes_a_new_dataset_version_on_top_of_the_base(digits):
         digits.kubectl("delete", "tds", name, "-n", NS, "--wait=false")
 
 
+def test_a_canary_gets_exactly_its_share_whatever_the_replica_counts(digits):
+    """One stable and one canary replica at 20 %: a share of pods would give the canary half."""
+    name = f"split-{uuid.uuid4().hex[:6]}"
+    ref = {"trainingJobRef": {"name": "digits-cnn"}}
+    digits.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps({
+        "apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {"model": ref, "replicas": 2, "canary": {"model": ref, "trafficPercent": 20},
+                 "resources": {"cpu": "100m", "memory": "1Gi"}}}))
+    try:
+        md = wait_phase(digits, "mdep", name, NS, "Ready", timeout=300)
+        assert (md["replicas"]["ready"], md["canary"]["readyReplicas"]) == (2, 1)
+        # The Service fronts the stable pod only; it forwards the canary's share.
+        [endpoint] = wait_for(lambda: ready_endpoints(digits, NS, name), timeout=60, what="endpoints")
+        test, _ = held_out(digits)
+        sent = 0
+
+        def send(n: int) -> None:
+            nonlocal sent
+            for _ in range(n):  # every request answered, wherever it went
+                post(f"http://{endpoint}/v1/predict", {"instances": [test["x"][sent % len(test["x"])].tolist()]})
+                sent += 1
+
+        def forwarded() -> float:
+            with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            return sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith('tauon_serve_canary_forwarded_total{outcome="ok"}'))
+
+        def measured(at_least: int) -> dict:
+            return wait_for(lambda: (c := status_of(digits, "mdep", name, NS).get("canary") or {})
+                            .get("measuredRequests", 0) >= at_least and c, timeout=60, interval=1,
+                            what=f"status.canary.measuredRequests >= {at_least}")
+
+        # Until the canary's name resolves in the stable pod, its share is served there.
+        wait_for(lambda: send(5) or forwarded() > 0, timeout=60, what="a first forwarded request")
+        before = measured(sent)
+        send(500)
+        after = measured(sent)
+        assert after["measuredRequests"] - before["measuredRequests"] == 500
+        share = (after["measuredPercent"] * after["measuredRequests"]
+                 - before["measuredPercent"] * before["measuredRequests"]) / 500
+        assert abs(share - 20) <= 5, (before, after)
+        assert after["trafficPercent"] == 20
+    finally:
+        digits.kubectl("delete", "mdep", name, "-n", NS, "--wait=false")
+
+
 def model_deployment(name: str, **model) -> str:
     return json.dumps({"apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment",
                        "metadata": {"name": name},

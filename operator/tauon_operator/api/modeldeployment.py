@@ -162,11 +162,16 @@ class ServingResources(Resources):
 
 
 class Canary(ApiModel):
-    """A second model that receives a share of the traffic."""
+    """A second model that receives an exact share of the prediction requests: the stable
+    servers forward it to the canary's own Service, whatever the replica counts."""
 
     model: ModelSource = Field(description="The canary model (same choices as spec.model).")
     traffic_percent: int = Field(
-        10, ge=0, le=100, description="Percent of requests sent to the canary, 0-100."
+        10,
+        ge=0,
+        le=100,
+        description="Percent of prediction requests sent to the canary, 0-100 (exactly: 20 is "
+        "every fifth request of each stable server).",
     )
 
 
@@ -269,7 +274,17 @@ class CanaryStatus(StatusModel):
     model_digest: str | None = Field(None, description="Digest of the canary model.")
     ready_replicas: int | None = Field(None, ge=0, description="Canary replicas ready.")
     traffic_percent: int | None = Field(
-        None, ge=0, le=100, description="Percent of traffic it gets."
+        None, ge=0, le=100, description="Percent of prediction requests it is to get."
+    )
+    measured_percent: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Percent of prediction requests it answered, as the stable servers counted "
+        "them (since each started).",
+    )
+    measured_requests: int | None = Field(
+        None, ge=0, description="Prediction requests that measurement counts."
     )
 
 

@@ -4,6 +4,7 @@ feedback volume when feedback is on."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,13 @@ from tauon_operator.builders import pod
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 from tauon_runtime.contract import ServeConfig
-from tauon_runtime.contract.keys import MODEL_DIGEST_ANNOTATION, TRACK_LABEL, feedback_key
+from tauon_runtime.contract.keys import (
+    CONFIG_HASH_ANNOTATION,
+    MODEL_DIGEST_ANNOTATION,
+    TRACK_LABEL,
+    feedback_key,
+)
+from tauon_runtime.contract.serve import CanaryForward
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
@@ -104,8 +111,26 @@ def feedback_in_store(md: dict[str, Any], settings: Settings | None) -> bool:
     return spec.feedback.enabled and settings is not None and bool(settings.store_bucket)
 
 
+def canary_service_name(md: dict[str, Any]) -> str:
+    return child_name(md["metadata"]["name"], "canary")
+
+
+def canary_url(md: dict[str, Any], settings: Settings) -> str:
+    """The canary track's own Service, on the serving port itself (so that the name resolves
+    to a pod where there is no kube-proxy, too)."""
+    m = md["metadata"]
+    return (
+        f"http://{canary_service_name(md)}.{m['namespace']}.svc.{settings.cluster_domain}:"
+        f"{settings.serve_port}"
+    )
+
+
 def serve_config(
-    md: dict[str, Any], model: ResolvedModel, canary: bool = False, settings: Settings | None = None
+    md: dict[str, Any],
+    model: ResolvedModel,
+    canary: bool = False,
+    settings: Settings | None = None,
+    forward_percent: float | None = None,
 ) -> str:
     spec = ModelDeployment.parse_spec(md)
     shared = feedback_in_store(md, settings)
@@ -125,19 +150,30 @@ def serve_config(
             if shared and settings
             else None
         ),
+        canary=(
+            CanaryForward(url=canary_url(md, settings), traffic_percent=forward_percent)
+            if forward_percent and settings
+            else None
+        ),
     )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
 def _deployment(
-    md: dict[str, Any], settings: Settings, model: ResolvedModel, replicas: int | None, track: str
+    md: dict[str, Any],
+    settings: Settings,
+    model: ResolvedModel,
+    replicas: int | None,
+    track: str,
+    forward_percent: float | None = None,
 ) -> list[dict[str, Any]]:
     spec = ModelDeployment.parse_spec(md)
     canary = track == "canary"
     name = deployment_name(md, canary)
     component = "server-canary" if canary else "server"
     cm_meta = object_meta(md, config_map_name(md, canary), component)
-    config = pod.config_map(cm_meta, serve_config(md, model, canary, settings))
+    run_config = serve_config(md, model, canary, settings, forward_percent)
+    config = pod.config_map(cm_meta, run_config)
     on_claim = spec.feedback.enabled and not feedback_in_store(md, settings)
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
@@ -222,7 +258,14 @@ def _deployment(
                     "labels": {**meta["labels"], **selector},
                     # A new digest changes the template, and so starts a rollout. The
                     # prometheus.io/* keys serve clusters without prometheus-operator.
-                    "annotations": {MODEL_DIGEST_ANNOTATION: model.sha256, **scrape(port)},
+                    # A new run config (batching, the canary's share) rolls it too.
+                    "annotations": {
+                        MODEL_DIGEST_ANNOTATION: model.sha256,
+                        CONFIG_HASH_ANNOTATION: hashlib.sha256(run_config.encode()).hexdigest()[
+                            :16
+                        ],
+                        **scrape(port),
+                    },
                 },
                 "spec": {
                     "automountServiceAccountToken": False,  # inference needs no API access
@@ -241,6 +284,24 @@ def _deployment(
     return [config, deployment]
 
 
+def _service(
+    md: dict[str, Any], name: str, component: str, track: str, port: int
+) -> dict[str, Any]:
+    """A Service in front of one track's pods (the split is the stable servers' to make)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(md, name, component),
+        "spec": {
+            "selector": {
+                PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"],
+                TRACK_LABEL: track,
+            },
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+
+
 def build(
     md: dict[str, Any],
     settings: Settings,
@@ -253,21 +314,18 @@ def build(
     autoscaling = spec.autoscaling
     total = spec.desired_replicas
     stable, canary = split_replicas(total, percent)
-    children = _deployment(md, settings, model, None if autoscaling else stable, "stable")
-    if canary_model is not None and canary:
+    with_canary = canary_model is not None and canary > 0
+    # The stable servers forward the canary's exact share; all of it when no stable pod is left.
+    forward = percent if with_canary and (stable or autoscaling) else None
+    children = _deployment(md, settings, model, None if autoscaling else stable, "stable", forward)
+    if with_canary:
+        assert canary_model is not None
         children += _deployment(md, settings, canary_model, canary, "canary")
-    children.append(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": object_meta(md, service_name(md), "server"),
-            "spec": {
-                # Both tracks answer: traffic splits by their share of ready pods.
-                "selector": {PARENT_LABEL["ModelDeployment"]: name},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            },
-        }
-    )
+        children.append(
+            _service(md, canary_service_name(md), "server-canary", "canary", settings.serve_port)
+        )
+    front = "stable" if stable or autoscaling or not with_canary else "canary"
+    children.append(_service(md, service_name(md), "server", front, 80))
     if autoscaling:
         children.append(
             {

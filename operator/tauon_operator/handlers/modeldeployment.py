@@ -17,6 +17,7 @@ from tauon_operator.controller import Controller, Outcome, phase_events, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.settings import Settings
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
+from tauon_runtime.contract.keys import TRACK_LABEL
 
 KIND = "ModelDeployment"
 
@@ -51,7 +52,13 @@ def canary_children(md: dict[str, Any]) -> frozenset[tuple[str, str]]:
     """What the canary track consists of, kept while its model cannot be resolved (a missing
     TrainingJob in the cache is no reason to drop serving capacity)."""
     name = build.deployment_name(md, canary=True)
-    return frozenset({("Deployment", name), ("ConfigMap", build.config_map_name(md, canary=True))})
+    return frozenset(
+        {
+            ("Deployment", name),
+            ("ConfigMap", build.config_map_name(md, canary=True)),
+            ("Service", build.canary_service_name(md)),
+        }
+    )
 
 
 def kept_feedback_claim(md: dict[str, Any], settings: Settings) -> frozenset[tuple[str, str]]:
@@ -76,6 +83,23 @@ async def with_feedback_counts(
     else:
         count, accuracy = stats["total"], stats.get("accuracy")
     return status.model_copy(update={"feedback_count": count, "feedback_accuracy": accuracy})
+
+
+async def with_measured_split(
+    ctl: Controller, md: dict[str, Any], status: ModelDeploymentStatus, pods: list[dict[str, Any]]
+) -> ModelDeploymentStatus:
+    """The canary share the stable servers actually forwarded, read again every poll."""
+    assert status.canary is not None
+    m = md["metadata"]
+    ctl.enqueue_after(KIND, m["namespace"], m["name"], ctl.settings.feedback_poll_seconds)
+    stable = [p for p in pods if (p["metadata"].get("labels") or {}).get(TRACK_LABEL) == "stable"]
+    measured = await serving.canary_share(stable, ctl.settings.serve_port)
+    prev = ((md.get("status") or {}).get("canary")) or {}
+    percent, requests = measured or (prev.get("measuredPercent"), prev.get("measuredRequests"))
+    canary = status.canary.model_copy(
+        update={"measured_percent": percent, "measured_requests": requests}
+    )
+    return status.model_copy(update={"canary": canary})
 
 
 async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
@@ -119,6 +143,8 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     )
     if parsed.feedback.enabled:
         status = await with_feedback_counts(ctl, md, status, pods)
+    if status.canary is not None:
+        status = await with_measured_split(ctl, md, status, pods)
     # build
     children = None
     if model is not None:

@@ -29,6 +29,7 @@ ENV_ATTEMPT = "TAUON_ATTEMPT"
 
 # Metadata keys on the objects the operator creates.
 MODEL_DIGEST_ANNOTATION = "tauon.dev/model-digest"  # the sha256 a serving pod must load
+CONFIG_HASH_ANNOTATION = "tauon.dev/config-hash"  # a serving pod's run config: a change rolls it
 SPEC_HASH_ANNOTATION = "tauon.dev/spec-hash"  # what the operator last wanted a child to be
 ATTEMPT_LABEL = "tauon.dev/attempt"  # which restart of a TrainingJob a worker pod belongs to
 TRACK_LABEL = "tauon.dev/track"  # stable or canary

@@ -294,7 +294,17 @@ def test_model_deployment_children():
     serve = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
     assert serve["expectedSha256"] == "a" * 64
     assert serve["feedbackPath"] == "/feedback/feedback.jsonl"
-    assert kids["Service"][0]["spec"]["selector"] == {"tauon.dev/modeldeployment": "web"}
+    # The Service fronts the stable pods; they forward exactly 25 % to the canary's own Service.
+    services = {svc["metadata"]["name"]: svc["spec"] for svc in kids["Service"]}
+    assert services["web"]["selector"] == {"tauon.dev/modeldeployment": "web", "tauon.dev/track": "stable"}
+    assert services["web-canary"]["selector"] == {"tauon.dev/modeldeployment": "web",
+                                                  "tauon.dev/track": "canary"}
+    assert services["web-canary"]["ports"][0]["port"] == 8080
+    assert serve["canary"] == {"url": "http://web-canary.ml.svc.cluster.local:8080", "trafficPercent": 25}
+    assert "canary" not in json.loads(kids["ConfigMap"][1]["data"]["run.json"])
+    hashes = {d["spec"]["template"]["metadata"]["annotations"]["tauon.dev/config-hash"]
+              for d in kids["Deployment"]}
+    assert len(hashes) == 2  # a change of either track's run config rolls that track
     assert "HorizontalPodAutoscaler" not in kids
     assert kids["PersistentVolumeClaim"][0]["metadata"]["name"] == "web-feedback"
 
@@ -351,3 +361,14 @@ def test_a_feedback_dataset_prepares_from_the_base_version_and_the_deployments_f
     assert cfg["feedbackKey"] == "tauon/ml/feedback/web"
     env = {e["name"] for e in kids["Job"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert {"TAUON_STORE_BUCKET", "AWS_ACCESS_KEY_ID"} <= env
+
+
+def test_an_all_canary_rollout_is_fronted_by_the_canary_pods_and_forwards_nothing():
+    md = cr("ModelDeployment", "web", {
+        "model": {"trainingJobRef": {"name": "mnist"}}, "replicas": 2,
+        "canary": {"model": {"trainingJobRef": {"name": "v2"}}, "trafficPercent": 100}})
+    kids = by_kind(modeldeployment.build(md, S, ResolvedModel("mnist-output", "model", "a" * 64),
+                                         ResolvedModel("v2-output", "model", "b" * 64)))
+    services = {svc["metadata"]["name"]: svc["spec"] for svc in kids["Service"]}
+    assert services["web"]["selector"]["tauon.dev/track"] == "canary"
+    assert all("canary" not in json.loads(c["data"]["run.json"]) for c in kids["ConfigMap"])

@@ -289,3 +289,17 @@ def test_a_prepare_pod_without_the_store_secret_says_which_one():
     ready = cond(s, "Ready")
     assert (ready["reason"], ready["message"]) == (
         "CreateContainerConfigError", 'pod d-prepare-x: prepare: secret "tauon-store" not found')
+
+
+def test_the_measured_canary_share_counts_relayed_and_locally_served_predictions():
+    from tauon_operator.serving import split_counts
+    from tauon_runtime.serve.metrics import ServeMetrics
+
+    m = ServeMetrics()
+    m.canary_forwarded.labels("ok").inc(20)
+    m.canary_forwarded.labels("fallback").inc(3)  # served here: counted below as well
+    m.requests.labels("/v1/predict", "POST", "200").inc(50)
+    m.requests.labels("/v2/models/{name}/infer", "POST", "200").inc(27)
+    m.requests.labels("/v1/feedback", "POST", "201").inc(9)  # not a prediction
+    m.requests.labels("/v2/health/ready", "GET", "200").inc(100)
+    assert split_counts(m.exposition().decode()) == (20, 77)
