@@ -51,14 +51,14 @@ def model_dir(tmp_path_factory) -> Path:
 class Replica:
     """One serving process of the deployment."""
 
-    def __init__(self, s3: ObjectStore, model_dir: Path, workdir: Path) -> None:
+    def __init__(self, s3: ObjectStore, model_dir: Path, workdir: Path, key: str = KEY) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cfg = workdir / f"serve-{self.port}.json"
         cfg.write_text(json.dumps({
             "modelName": "digits", "modelDir": str(model_dir), "device": "cpu",
             "host": "127.0.0.1", "port": self.port, "drainSeconds": 0,
-            "feedback": {"enabled": True, "retentionDays": 7}, "feedbackKey": KEY,
+            "feedback": {"enabled": True, "retentionDays": 7}, "feedbackKey": key,
         }))
         env = os.environ | {
             "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
@@ -124,6 +124,8 @@ def test_feedback_joins_a_prediction_made_by_another_replica_and_survives_a_rest
             st = replica.stats()
             assert (st["total"], st["correct"], st["incorrect"]) == (2, 1, 1)
             assert st["accuracy"] == 0.5 and st["byTrueLabel"] == {wrong: 1, pred["label"]: 1}
+            assert st["byModelDigest"] == {
+                first["modelDigest"][:12]: {"correct": 1, "incorrect": 1, "accuracy": 0.5}}
 
         # A prediction made just before SIGTERM is flushed on the way out; A's successor (a new
         # process, a new replica token) and B both join feedback to it.
@@ -183,7 +185,8 @@ def test_a_dataset_from_feedback_adds_it_to_the_base_and_keeps_the_base_test_spl
 
     # Real feedback: two new inputs (one relabelled later), one input from the base's test
     # split (must not leak into training), one score-only record.
-    r = Replica(s3, model_dir, tmp_path)
+    key = feedback_key("tauon", "team-a", "digits-retrain")  # this test's own deployment
+    r = Replica(s3, model_dir, tmp_path, key)
     try:
         fresh = np.random.default_rng(7).integers(0, 256, (2, 1, 8, 8)).tolist()
         leaked = base_test["x"][0].tolist()
@@ -200,13 +203,13 @@ def test_a_dataset_from_feedback_adds_it_to_the_base_and_keeps_the_base_test_spl
     monkeypatch.setenv("TAUON_STATUS_TARGET", "tauon.dev/v1alpha1/namespaces/team-a/datasets/digits-fb")
     out = tmp_path / "fb"
     fb = prepare(PrepareConfig.model_validate({
-        "source": {"feedback": {"modelDeploymentRef": {"name": "digits"},
+        "source": {"feedback": {"modelDeploymentRef": {"name": "digits-retrain"},
                                 "baseDatasetRef": {"name": "digits"}}},
         "outputDir": str(out), "baseLocation": base["location"], "baseDigest": base["digest"],
-        "feedbackKey": KEY}), Reporter(enabled=False))
+        "feedbackKey": key}), Reporter(enabled=False))
     assert fb["digest"] != base["digest"]
     assert fb["feedback"] == {
-        "baseDataset": "digits", "baseDigest": base["digest"], "modelDeployment": "digits",
+        "baseDataset": "digits", "baseDigest": base["digest"], "modelDeployment": "digits-retrain",
         "records": 5, "added": 2, "relabelled": 1, "skipped": {"inBase": 1, "noLabel": 1}}
     assert fb["counts"] == {**base["counts"], "train": base["counts"]["train"] + 2}
     version = out / fb["path"]
