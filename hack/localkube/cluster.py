@@ -271,7 +271,8 @@ class Cluster:
             # The apiserver listens on loopback, which may not back the `kubernetes` Service
             # endpoints; pods reach it through the address the node agent gives them.
             "--endpoint-reconciler-type=none",
-            "--profiling=false",
+            # /debug/pprof for a benchmark that profiles the API server (LOCALKUBE_PROFILING=1).
+            f"--profiling={'true' if os.environ.get('LOCALKUBE_PROFILING') == '1' else 'false'}",
             # Logs, exec and port-forward go to the kubelet (the node agent) at its InternalIP.
             f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",

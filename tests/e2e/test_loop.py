@@ -109,6 +109,12 @@ def test_the_digits_loop_trains_serves_and_collects_feedback(digits):
                   timeout=60, interval=1, what="status.feedbackCount")
     assert md["feedbackCount"] == len(records)
     assert md["feedbackAccuracy"] == sum(r["correct"] is True for r in records) / len(records)
+    # The model-version history: the champion's lineage, offline and live accuracy.
+    [champion] = [v for v in md["models"] if v["state"] == "Champion"]
+    assert (champion["digest"], champion["trainingJob"], champion["datasetDigest"]) == (
+        sha, "digits-cnn", tj["model"]["datasetDigest"])
+    assert champion["testAccuracy"] == tj["model"]["metrics"]["accuracy"]
+    assert champion["liveFeedback"] == sum(r["correct"] is not None for r in records)
     claims = digits.kubectl("get", "pvc", "-n", NS, "-o", "name").stdout.split()
     assert "persistentvolumeclaim/digits-feedback" not in claims  # the store holds it all
 

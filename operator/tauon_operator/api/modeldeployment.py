@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -288,6 +289,32 @@ class CanaryStatus(StatusModel):
     )
 
 
+class ModelVersionState(StrEnum):
+    CHAMPION = "Champion"  # every stable replica serves it
+    CANARY = "Canary"  # the canary track serves it
+    RETIRED = "Retired"  # it served, and no longer does
+
+
+class ModelVersion(StatusModel):
+    """One model version this ModelDeployment served: where it came from, how it did."""
+
+    digest: str = Field(description="Its sha256.")
+    state: ModelVersionState = Field(description="Champion, Canary or Retired.")
+    since: datetime = Field(description="When it reached this state.")
+    reason: str | None = Field(None, description="Why it is in this state.")
+    training_job: str | None = Field(None, description="The TrainingJob that exported it.")
+    dataset_digest: str | None = Field(None, description="The Dataset version it was trained on.")
+    test_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Its accuracy on that version's test split (offline)."
+    )
+    live_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Its accuracy on the labelled feedback it received (live)."
+    )
+    live_feedback: int | None = Field(
+        None, ge=0, description="Labelled feedback records that accuracy counts."
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     """What is being served, where, and the conditions of the ModelDeployment."""
 
@@ -306,4 +333,10 @@ class ModelDeploymentStatus(StatusModel):
         ge=0,
         le=1,
         description="Share of the labelled feedback whose true label was the predicted one.",
+    )
+    models: tuple[ModelVersion, ...] = Field(
+        (),
+        max_length=12,
+        description="The model versions served, oldest first (the last 10 retired ones, and "
+        "the champion and the canary): lineage, offline and live accuracy, and state.",
     )

@@ -244,8 +244,21 @@ class ModelDeployment(Resource):
     PRINTER_COLUMNS = (
         PHASE,
         PrinterColumn("Ready", ".status.replicas.ready", "integer", "Replicas ready to serve."),
-        PrinterColumn("Model", ".status.modelDigest", description="Digest of the model served."),
-        PrinterColumn("URL", ".status.url", description="In-cluster URL of the service."),
+        PrinterColumn(
+            "Champion",
+            ".status.modelDigest",
+            description="Digest of the model every stable replica serves.",
+        ),
+        PrinterColumn(
+            "Canary",
+            ".status.canary.measuredPercent",
+            "number",
+            "Percent of prediction requests the canary answered (measured).",
+        ),
+        PrinterColumn("Feedback", ".status.feedbackCount", "integer", "Feedback records stored."),
+        PrinterColumn(
+            "URL", ".status.url", priority=1, description="In-cluster URL of the service."
+        ),
         AGE,
         MESSAGE,
     )

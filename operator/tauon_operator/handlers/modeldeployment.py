@@ -16,6 +16,7 @@ from tauon_operator.builders.trainingjob import MODEL_SUBDIR, output_claim_name
 from tauon_operator.controller import Controller, Outcome, phase_events, utcnow
 from tauon_operator.meta import PARENT_LABEL
 from tauon_operator.settings import Settings
+from tauon_operator.status.model_history import Lineage, lineage_of, model_history
 from tauon_operator.status.modeldeployment import model_problem, modeldeployment_status
 from tauon_runtime.contract.keys import TRACK_LABEL
 
@@ -71,9 +72,9 @@ def kept_feedback_claim(md: dict[str, Any], settings: Settings) -> frozenset[tup
 
 async def with_feedback_counts(
     ctl: Controller, md: dict[str, Any], status: ModelDeploymentStatus, pods: list[dict[str, Any]]
-) -> ModelDeploymentStatus:
+) -> tuple[ModelDeploymentStatus, dict[str, Any] | None]:
     """The servers' feedback counts in the status (the last known ones while no server
-    answers), read again every feedback_poll_seconds."""
+    answers), read again every feedback_poll_seconds; and the stats they came from."""
     m = md["metadata"]
     ctl.enqueue_after(KIND, m["namespace"], m["name"], ctl.settings.feedback_poll_seconds)
     prev = md.get("status") or {}
@@ -82,7 +83,32 @@ async def with_feedback_counts(
         count, accuracy = prev.get("feedbackCount"), prev.get("feedbackAccuracy")
     else:
         count, accuracy = stats["total"], stats.get("accuracy")
-    return status.model_copy(update={"feedback_count": count, "feedback_accuracy": accuracy})
+    update = {"feedback_count": count, "feedback_accuracy": accuracy}
+    return status.model_copy(update=update), stats
+
+
+def with_history(
+    ctl: Controller, md: dict[str, Any], status: ModelDeploymentStatus, stats: dict[str, Any] | None
+) -> ModelDeploymentStatus:
+    """status.models: the champion (once every stable replica serves it) and the canary, with
+    their lineage from the TrainingJobs that exported them."""
+    ns, spec = md["metadata"]["namespace"], md["spec"]
+
+    def lineage(source: dict[str, Any], digest: str | None) -> Lineage | None:
+        if not digest:
+            return None
+        ref = (source.get("trainingJobRef") or {}).get("name")
+        return lineage_of(ctl.store.get("TrainingJob", ns, ref) if ref else None, digest)
+
+    champion = lineage(spec["model"], status.model_digest)
+    canary = lineage(
+        (spec.get("canary") or {}).get("model") or {}, getattr(status.canary, "model_digest", None)
+    )
+    prev = (md.get("status") or {}).get("models") or []
+    live = (stats or {}).get("byModelDigest") or {}
+    return status.model_copy(
+        update={"models": model_history(prev, champion, canary, live, utcnow())}
+    )
 
 
 async def with_measured_split(
@@ -141,8 +167,10 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
         utcnow(),
         pods,
     )
+    stats = None
     if parsed.feedback.enabled:
-        status = await with_feedback_counts(ctl, md, status, pods)
+        status, stats = await with_feedback_counts(ctl, md, status, pods)
+    status = with_history(ctl, md, status, stats)
     if status.canary is not None:
         status = await with_measured_split(ctl, md, status, pods)
     # build

@@ -118,13 +118,19 @@ class FeedbackStats:
     incorrect: int = 0
     score_only: int = 0
     by_true_label: Counter[str] = field(default_factory=Counter)
+    # The first 12 hex digits of the model's digest -> [correct, incorrect]: each model
+    # version's accuracy on feedback (a canary's beside its stable's).
+    by_model: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> None:
         self.total += 1
+        graded = self.by_model.setdefault(str(record.get("modelDigest") or "")[:12], [0, 0])
         if record.get("correct") is True:
             self.correct += 1
+            graded[0] += 1
         elif record.get("correct") is False:
             self.incorrect += 1
+            graded[1] += 1
         else:
             self.score_only += 1
         if record.get("trueLabel") is not None:
@@ -139,6 +145,15 @@ class FeedbackStats:
             "scoreOnly": self.score_only,
             "accuracy": (self.correct / labelled) if labelled else None,
             "byTrueLabel": dict(sorted(self.by_true_label.items())),
+            "byModelDigest": {
+                digest: {
+                    "correct": right,
+                    "incorrect": wrong,
+                    "accuracy": right / (right + wrong) if right + wrong else None,
+                }
+                for digest, (right, wrong) in sorted(self.by_model.items())
+                if digest
+            },
         }
 
 

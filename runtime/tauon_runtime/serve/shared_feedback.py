@@ -6,7 +6,7 @@ artifact store configured, each serving process writes::
 
     <prefix>/<ns>/feedback/<deployment>/
         predictions/<replica>/<segment:010d>.jsonl    what one process predicted, one object per flush
-        records/<time>_<id>_<outcome>_<label>.json    one object per feedback record
+        records/<time>_<id>_<outcome>_<digest>_<label>.json   one object per feedback record
 
 ``<replica>`` is a random token drawn when the process starts, so a restarted container never
 overwrites its previous life's segments. A prediction's id names its replica and segment
@@ -17,8 +17,8 @@ the label and writes the record before it answers 201. Segments are flushed ever
 interval before it was killed is the only thing lost.
 
 Counts come from one LIST of ``records/``: the key holds the outcome (``correct``,
-``incorrect`` or ``score``) and the true label (percent-encoded), so ``/v1/feedback/stats``
-never reads the records. Retention deletes records and segments older than the deployment's
+``incorrect`` or ``score``), the first 12 hex digits of the model's digest and the true label
+(percent-encoded), so ``/v1/feedback/stats`` (per model version too) never reads the records. Retention deletes records and segments older than the deployment's
 ``retentionDays`` while serving, once at start and then every ``retention_interval_s``.
 """
 
@@ -214,6 +214,7 @@ class SharedFeedback:
                 _timestamp(dt.datetime.fromisoformat(entry["timestamp"])),
                 entry["predictionId"].rsplit("-", 1)[-1],
                 _OUTCOMES[entry.get("correct")],
+                str(entry.get("modelDigest") or "-")[:12],
                 "-" if label is None else quote(str(label), safe=""),
             )
         )
@@ -225,12 +226,17 @@ class SharedFeedback:
         stats = FeedbackStats()
         keys = await asyncio.to_thread(self.store.list_keys, f"{self.key}/records/")
         for key in keys:
-            parts = key.rsplit("/", 1)[-1].removesuffix(".json").split("_", 3)
-            if len(parts) != 4:
+            parts = key.rsplit("/", 1)[-1].removesuffix(".json").split("_", 4)
+            if len(parts) != 5:
                 continue
-            outcome, label = parts[2], parts[3]
-            correct = {"correct": True, "incorrect": False}.get(outcome)
-            stats.add({"correct": correct, "trueLabel": None if label == "-" else unquote(label)})
+            outcome, digest, label = parts[2], parts[3], parts[4]
+            stats.add(
+                {
+                    "correct": {"correct": True, "incorrect": False}.get(outcome),
+                    "modelDigest": None if digest == "-" else digest,
+                    "trueLabel": None if label == "-" else unquote(label),
+                }
+            )
         return stats
 
     # ------------------------------------------------------------------ retention

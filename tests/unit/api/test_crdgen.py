@@ -85,7 +85,7 @@ def test_required_columns(kind):
     wanted = {
         "Dataset": {"Phase", "Samples", "Digest", "Age"},
         "TrainingJob": {"Phase", "Progress", "Accuracy", "Age"},
-        "ModelDeployment": {"Phase", "Ready", "Model", "URL", "Age"},
+        "ModelDeployment": {"Phase", "Ready", "Champion", "Canary", "Feedback", "URL", "Age"},
     }[kind]
     assert wanted <= columns
 

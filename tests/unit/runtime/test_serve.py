@@ -488,7 +488,8 @@ def test_feedback_lands_in_the_jsonl_file(model_dir, served, digits, tmp_path, c
     assert second["correct"] is False and second["score"] == 0
     np.testing.assert_array_equal(np.asarray(second["input"]["data"]), x[1])
     assert stats == {"enabled": True, "total": 2, "correct": 1, "incorrect": 1, "scoreOnly": 0,
-                     "accuracy": 0.5, "byTrueLabel": {image_pred["label"]: 1, wrong: 1}}
+                     "accuracy": 0.5, "byTrueLabel": {image_pred["label"]: 1, wrong: 1},
+                     "byModelDigest": {card["sha256"][:12]: {"correct": 1, "incorrect": 1, "accuracy": 0.5}}}
     assert metric(text, "tauon_serve_feedback_total") == 2
 
 
