@@ -97,7 +97,7 @@ def test_get_tauon_lists_all_three_kinds(cluster, crds, namespace):
     headers = {
         "tds": ["NAME", "PHASE", "SAMPLES", "DIGEST", "AGE"],
         "tj": ["NAME", "PHASE", "PROGRESS", "ACCURACY", "AGE"],
-        "mdep": ["NAME", "PHASE", "READY", "MODEL", "URL", "AGE"],
+        "mdep": ["NAME", "PHASE", "READY", "CHAMPION", "CANARY", "FEEDBACK", "AGE"],
     }
     for short, wanted in headers.items():
         table = cluster.kubectl("get", short, "-n", namespace).stdout.splitlines()

@@ -100,9 +100,13 @@ class Replica:
             assert self.proc.wait(timeout=60) == 0, self.log.read_text()[-3000:]
 
 
-def records(s3: ObjectStore) -> list[dict]:
-    keys = sorted(o["path"] for batch in obstore.list(s3.client(), KEY + "/records/") for o in batch)
+def records_under(s3: ObjectStore, key: str) -> list[dict]:
+    keys = sorted(o["path"] for batch in obstore.list(s3.client(), key + "/records/") for o in batch)
     return [json.loads(bytes(obstore.get(s3.client(), k).bytes())) for k in keys]
+
+
+def records(s3: ObjectStore) -> list[dict]:
+    return records_under(s3, KEY)
 
 
 def test_feedback_joins_a_prediction_made_by_another_replica_and_survives_a_restart(
@@ -220,3 +224,32 @@ def test_a_dataset_from_feedback_adds_it_to_the_base_and_keeps_the_base_test_spl
     assert added == {bytes(np.asarray(fresh[0], np.uint8)): 7, bytes(np.asarray(fresh[1], np.uint8)): 2}
     assert fb["preprocessing"] == base["preprocessing"] and fb["location"].startswith(
         f"s3://{s3.bucket}/tauon/team-a/datasets/digits-fb/")
+
+
+def test_two_replicas_appending_at_once_keep_every_record_and_a_killed_one_loses_none(
+        s3, model_dir, tmp_path):
+    import concurrent.futures
+
+    key = feedback_key("tauon", "team-a", "digits-concurrent")
+    a, b = Replica(s3, model_dir, tmp_path, key), Replica(s3, model_dir, tmp_path, key)
+    try:
+        preds = a.predict(40) + b.predict(40)
+
+        def send(i_pred):
+            i, pred = i_pred
+            replica = (a, b)[i % 2]  # half of each replica's predictions go to the other one
+            return replica.post("/v1/feedback", {"predictionId": pred["predictionId"], "label": str(i % 10)})
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(send, enumerate(preds)))
+        assert [s for s, _ in answers] == [201] * 80, answers[:3]
+        # SIGKILL: no shutdown, no last flush. Every acknowledged record is already stored.
+        a.proc.kill()
+        a.proc.wait()
+        stored = records_under(s3, key)
+        assert len(stored) == 80 and {r["predictionId"] for r in stored} == {p["predictionId"] for p in preds}
+        assert all(r["input"]["shape"] == [1, 8, 8] and r["trueLabel"] is not None for r in stored)
+        assert b.stats()["total"] == 80
+    finally:
+        a.stop()
+        b.stop()
