@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import obstore
 import pytest
 import torch
 
+from kubetest import post_json
 from localkube.objectstore import ObjectStore
 from localkube.procutil import free_port, wait_for_url
 from tauon_runtime.models import build_model, export_model
@@ -76,13 +76,7 @@ class Replica:
             pytest.fail(self.log.read_text()[-3000:])
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return post_json(self.base + path, body)
 
     def predict(self, n: int = 1) -> list[dict]:
         x = np.random.default_rng(n).integers(0, 256, (n, 1, 8, 8)).tolist()

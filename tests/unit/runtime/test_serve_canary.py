@@ -3,7 +3,6 @@ canary server, relays its answers, and serves the request itself when the canary
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from test_serve import MODEL, config, digits, metric, model_dir  # noqa: F401
 from test_serve_hostile import running
 
+from kubetest import post_json
 from localkube.procutil import free_port
 from tauon_runtime.serve.canary import ExactShare
 
@@ -30,13 +30,7 @@ def test_the_share_is_exact_and_spread(percent, calls, taken):
 
 
 def post(port: int, path: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return post_json(f"http://127.0.0.1:{port}{path}", body)
 
 
 def metrics(port: int) -> str:
