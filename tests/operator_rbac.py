@@ -88,6 +88,8 @@ NAMESPACED_REQUESTS: tuple[Request, ...] = tuple(
     # (and needs get+patch there to grant them to the runtime's per-object Role).
     _requests("tauon.dev", KINDS, ("get", "list", "watch"))
     + _requests("tauon.dev", [f"{k}/status" for k in KINDS], ("get", "patch"))
+    # A ModelDeployment's retraining rounds: a Dataset and a TrainingJob, applied and pruned.
+    + _requests("tauon.dev", ["datasets", "trainingjobs"], ("create", "patch", "delete"))
     # Jobs and Deployments: watched, server-side applied (PATCH, which creates too), deleted.
     + _requests("batch", ["jobs"], ("get", "list", "watch", "create", "patch", "delete"))
     + _requests("apps", ["deployments"], ("get", "list", "watch", "create", "patch", "delete"))

@@ -23,7 +23,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from tauon_operator import conditions
-from tauon_operator.api import KINDS
+from tauon_operator.api import API_VERSION, KINDS
 from tauon_operator.drift import drifted
 from tauon_operator.kube import Kube
 from tauon_operator.meta import PARENT_LABEL, SPEC_HASH
@@ -49,10 +49,20 @@ CHILD_KINDS: dict[str, str] = {
     "Job": "batch/v1",
     "Deployment": "apps/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
+    # A ModelDeployment's retraining rounds (kopf watches them as parents too).
+    "Dataset": API_VERSION,
+    "TrainingJob": API_VERSION,
 }
 # Children removed when the spec no longer wants them. Claims are not: their data outlives a
 # spec edit (garbage collection removes them with their parent).
-PRUNABLE = ("Job", "Deployment", "ConfigMap", "HorizontalPodAutoscaler")
+PRUNABLE = (
+    "Job",
+    "Deployment",
+    "ConfigMap",
+    "HorizontalPodAutoscaler",
+    "Dataset",
+    "TrainingJob",
+)
 # Apply order: kinds absent here go in the last tier (the workloads).
 TIERS = {
     "ServiceAccount": 0,

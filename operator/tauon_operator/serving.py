@@ -79,6 +79,61 @@ def split_counts(text: str) -> tuple[float, float]:
     return forwarded, served
 
 
+def prediction_metrics(text: str) -> dict[str, Any]:
+    """One server's prediction traffic from its /metrics: requests answered here, of them
+    failed (5xx), the request-latency histogram (upper bound -> cumulative count), and
+    requests forwarded to the canary that it did not answer (fallback)."""
+    out: dict[str, Any] = {"requests": 0.0, "errors": 0.0, "fallback": 0.0, "latency": {}}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "tauon_serve_requests_total":
+                if labels.get("route") in PREDICTION_ROUTES:
+                    out["requests"] += sample.value
+                    if str(labels.get("code", "")).startswith("5"):
+                        out["errors"] += sample.value
+            elif (
+                sample.name == "tauon_serve_request_duration_seconds_bucket"
+                and labels.get("route") in PREDICTION_ROUTES
+            ):
+                le = float(labels["le"])
+                out["latency"][le] = out["latency"].get(le, 0.0) + sample.value
+            elif (
+                sample.name == "tauon_serve_canary_forwarded_total"
+                and labels.get("outcome") == "fallback"
+            ):
+                out["fallback"] += sample.value
+    return out
+
+
+def summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """prediction_metrics of several servers of one track, added up."""
+    out: dict[str, Any] = {"requests": 0.0, "errors": 0.0, "fallback": 0.0, "latency": {}}
+    for p in parts:
+        for k in ("requests", "errors", "fallback"):
+            out[k] += p[k]
+        for le, n in p["latency"].items():
+            out["latency"][le] = out["latency"].get(le, 0.0) + n
+    return out
+
+
+async def track_metrics(pods: list[dict[str, Any]], port: int) -> dict[str, Any] | None:
+    """prediction_metrics summed over every ready pod of one track that answers; None when
+    none does."""
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+
+        async def one(pod: dict[str, Any]) -> dict[str, Any] | None:
+            try:
+                async with session.get(_url(pod, port, "/metrics")) as r:
+                    return prediction_metrics(await r.text()) if r.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                log.debug("metrics of %s: %s", pod["metadata"]["name"], e)
+                return None
+
+        answers = [a for a in await asyncio.gather(*map(one, filter(_ready, pods))) if a]
+    return summed(answers) if answers else None
+
+
 async def canary_share(stable_pods: list[dict[str, Any]], port: int) -> tuple[float, int] | None:
     """(percent of prediction requests the canary answered, requests counted) over every ready
     stable server that answers, since each started; None when none answers or none counted."""

@@ -69,6 +69,11 @@ them is needed (remove one and a request the operator makes is denied).
 - apiGroups: ["tauon.dev"]
   resources: ["datasets/status", "trainingjobs/status", "modeldeployments/status"]
   verbs: ["get", "patch"]
+# A ModelDeployment's retraining rounds: its Dataset and challenger TrainingJob, server-side
+# applied (create, then patch) and deleted past the policy's historyLimit.
+- apiGroups: ["tauon.dev"]
+  resources: ["datasets", "trainingjobs"]
+  verbs: ["create", "patch", "delete"]
 # Prepare and training Jobs: watched, server-side applied (a PATCH that may create),
 # suspended/resumed (patch), deleted to restart a failed attempt.
 - apiGroups: ["batch"]

@@ -29,6 +29,7 @@ from .common import (
     rules,
 )
 from .core import NodeLabels, affinity_field, node_selector_field, tolerations_field
+from .retraining import Retraining, RetrainingStatus
 
 # Where a model can be served from. pvc://<claim>[/<path>]: a PersistentVolumeClaim in the same
 # namespace (a DNS subdomain), mounted read-only. s3://<bucket>/<key>/ and https://<host>/<path>/:
@@ -186,6 +187,13 @@ ONNX_ON_CPU_MESSAGE = (
 )
 
 
+RETRAINING_RECIPE_MESSAGE = (
+    "retraining trains from the recipe of spec.model.trainingJobRef: set it (not a uri)"
+)
+RETRAINING_CANARY_MESSAGE = "retraining runs its own canaries: remove spec.canary"
+RETRAINING_FEEDBACK_MESSAGE = "retraining learns from feedback: set feedback.enabled to true"
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired inference service."""
 
@@ -200,6 +208,21 @@ class ModelDeploymentSpec(ApiModel):
                 ONNX_ON_CPU_RULE,
                 ONNX_ON_CPU_MESSAGE,
                 field_path=".resources.gpus",
+            ),
+            cel(
+                "!has(self.retraining) || has(self.model.trainingJobRef)",
+                RETRAINING_RECIPE_MESSAGE,
+                field_path=".retraining",
+            ),
+            cel(
+                "!has(self.retraining) || !has(self.canary)",
+                RETRAINING_CANARY_MESSAGE,
+                field_path=".canary",
+            ),
+            cel(
+                "!has(self.retraining) || self.feedback.enabled",
+                RETRAINING_FEEDBACK_MESSAGE,
+                field_path=".feedback.enabled",
             ),
         )
     }
@@ -219,6 +242,12 @@ class ModelDeploymentSpec(ApiModel):
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching settings.")
     canary: Canary | None = Field(None, description="Send part of the traffic to a second model.")
     feedback: Feedback = Field(default_factory=Feedback, description="User feedback collection.")
+    retraining: Retraining | None = Field(
+        None,
+        description="Close the loop: retrain on the feedback when a trigger fires, gate the "
+        "challenger against the champion, serve it as a canary, then promote it or roll it "
+        "back (docs/closed-loop.md).",
+    )
     tolerations: tuple[dict[str, Any], ...] | None = tolerations_field("inference pods")
     node_selector: NodeLabels | None = node_selector_field("inference pods")
     affinity: dict[str, Any] | None = affinity_field("inference pods")
@@ -242,6 +271,18 @@ class ModelDeploymentSpec(ApiModel):
         formats = {self.model.format, self.canary.model.format if self.canary else "safetensors"}
         if "onnx" in formats and self.resources.gpus:
             raise ValueError(ONNX_ON_CPU_MESSAGE)
+        return self
+
+    @model_validator(mode="after")
+    def _retraining(self) -> ModelDeploymentSpec:
+        if self.retraining is None:
+            return self
+        if self.model.training_job_ref is None:
+            raise ValueError(RETRAINING_RECIPE_MESSAGE)
+        if self.canary is not None:
+            raise ValueError(RETRAINING_CANARY_MESSAGE)
+        if not self.feedback.enabled:
+            raise ValueError(RETRAINING_FEEDBACK_MESSAGE)
         return self
 
     @property
@@ -292,6 +333,7 @@ class CanaryStatus(StatusModel):
 class ModelVersionState(StrEnum):
     CHAMPION = "Champion"  # every stable replica serves it
     CANARY = "Canary"  # the canary track serves it
+    REJECTED = "Rejected"  # a retraining challenger that failed the gate or its canary
     RETIRED = "Retired"  # it served, and no longer does
 
 
@@ -299,7 +341,7 @@ class ModelVersion(StatusModel):
     """One model version this ModelDeployment served: where it came from, how it did."""
 
     digest: str = Field(description="Its sha256.")
-    state: ModelVersionState = Field(description="Champion, Canary or Retired.")
+    state: ModelVersionState = Field(description="Champion, Canary, Rejected or Retired.")
     since: datetime = Field(description="When it reached this state.")
     reason: str | None = Field(None, description="Why it is in this state.")
     training_job: str | None = Field(None, description="The TrainingJob that exported it.")
@@ -337,6 +379,9 @@ class ModelDeploymentStatus(StatusModel):
     models: tuple[ModelVersion, ...] = Field(
         (),
         max_length=12,
-        description="The model versions served, oldest first (the last 10 retired ones, and "
-        "the champion and the canary): lineage, offline and live accuracy, and state.",
+        description="The model versions served, oldest first (the last 10 retired or rejected "
+        "ones, and the champion and the canary): lineage, offline and live accuracy, and state.",
+    )
+    retraining: RetrainingStatus | None = Field(
+        None, description="The retraining loop: its phase, champion, challenger and decisions."
     )

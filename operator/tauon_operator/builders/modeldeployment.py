@@ -307,10 +307,17 @@ def build(
     settings: Settings,
     model: ResolvedModel,
     canary_model: ResolvedModel | None = None,
+    canary_percent: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The serving children. `canary_percent`: the canary's share when it is not spec.canary's
+    (a retraining challenger's)."""
     spec = ModelDeployment.parse_spec(md)
     name = md["metadata"]["name"]
-    percent = spec.canary.traffic_percent if spec.canary and canary_model else None
+    percent = canary_percent
+    if percent is None:
+        percent = spec.canary.traffic_percent if spec.canary and canary_model else None
+    if canary_model is None:
+        percent = None
     autoscaling = spec.autoscaling
     total = spec.desired_replicas
     stable, canary = split_replicas(total, percent)

@@ -35,6 +35,14 @@ async def dataset_event(type, body, **_):
     for ds in ctl.store.all("Dataset"):  # a Dataset built on this one's version
         if ds["metadata"]["namespace"] == ns and dataset.base_of(ds) == name:
             ctl.enqueue("Dataset", ns, ds["metadata"]["name"])
+    _enqueue_owner(ns, body)
+
+
+def _enqueue_owner(ns: str, body) -> None:
+    """A retraining round's Dataset or TrainingJob: its ModelDeployment reads its status."""
+    owner = (body["metadata"].get("labels") or {}).get(PARENT_LABEL["ModelDeployment"])
+    if owner:
+        controller().enqueue("ModelDeployment", ns, owner)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")
@@ -45,6 +53,7 @@ async def trainingjob_event(type, body, **_):
     for md in ctl.store.all("ModelDeployment"):
         if md["metadata"]["namespace"] == ns and modeldeployment.follows(md, name):
             ctl.enqueue("ModelDeployment", ns, md["metadata"]["name"])
+    _enqueue_owner(ns, body)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")

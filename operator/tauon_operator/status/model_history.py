@@ -42,11 +42,33 @@ def model_history(
     canary: Lineage | None,
     live: dict[str, dict[str, Any]],
     now: datetime,
+    rejected: tuple[Lineage, str] | None = None,
 ) -> tuple[ModelVersion, ...]:
     """The history after this reconcile. `champion`: the version every stable replica serves;
-    `canary`: the canary track's; `live`: the feedback stats' byModelDigest (12-digit keys)."""
+    `canary`: the canary track's; `live`: the feedback stats' byModelDigest (12-digit keys);
+    `rejected`: a retraining challenger just turned down (at the gate or from its canary), and
+    why."""
     versions = {v["digest"]: ModelVersion.model_validate(v) for v in prev if v.get("digest")}
     order = list(versions)
+    if rejected is not None:
+        turned_down, why = rejected
+        if turned_down.digest not in versions:
+            order.append(turned_down.digest)
+        was = versions.get(turned_down.digest) or ModelVersion(
+            digest=turned_down.digest, state=State.REJECTED, since=now
+        )
+        versions[turned_down.digest] = was.model_copy(
+            update={
+                "state": State.REJECTED,
+                "since": now,
+                "reason": why,
+                "training_job": was.training_job or turned_down.training_job,
+                "dataset_digest": was.dataset_digest or turned_down.dataset_digest,
+                "test_accuracy": was.test_accuracy
+                if was.test_accuracy is not None
+                else turned_down.test_accuracy,
+            }
+        )
     for role, lineage in ((State.CHAMPION, champion), (State.CANARY, canary)):
         if lineage is None:
             continue
@@ -69,7 +91,7 @@ def model_history(
             state, reason = State.CHAMPION, "every stable replica serves it"
         elif canary is not None and digest == canary.digest:
             state, reason = State.CANARY, "the canary track serves it"
-        elif v.state != State.RETIRED and champion is not None:
+        elif v.state not in (State.RETIRED, State.REJECTED) and champion is not None:
             state = State.RETIRED
             reason = (
                 f"replaced by {champion.digest[:12]}"
@@ -86,6 +108,6 @@ def model_history(
             n = int(graded.get("correct", 0)) + int(graded.get("incorrect", 0))
             update |= {"live_accuracy": graded.get("accuracy"), "live_feedback": n}
         versions[digest] = v.model_copy(update=update)
-    retired = [d for d in order if versions[d].state == State.RETIRED]
+    retired = [d for d in order if versions[d].state in (State.RETIRED, State.REJECTED)]
     dropped = set(retired[: max(0, len(retired) - KEEP_RETIRED)])
     return tuple(versions[d] for d in order if d not in dropped)

@@ -106,6 +106,7 @@ def modeldeployment_status(
     problem: tuple[str, str, bool] | None,
     now: datetime,
     pods: list[dict[str, Any]] | None = None,
+    canary_percent: int | None = None,
 ) -> ModelDeploymentStatus:
     prev = md.get("status") or {}
     gen = md["metadata"].get("generation", 1)
@@ -133,7 +134,9 @@ def modeldeployment_status(
     if canary_digest:
         c_complete, c_ready, _ = _rolled_out(canary, want[1], canary_digest)
         complete = complete and c_complete
-        percent = (md["spec"].get("canary") or {}).get("trafficPercent")
+        percent = canary_percent
+        if percent is None:
+            percent = (md["spec"].get("canary") or {}).get("trafficPercent")
         found["canary"] = CanaryStatus(
             model_digest=canary_digest, ready_replicas=c_ready, traffic_percent=percent
         )

@@ -47,6 +47,13 @@ def builtin_digits() -> RawData:
     return RawData(x, digits.target.astype(np.int64), [str(c) for c in digits.target_names])
 
 
+def first(raw: RawData, limit: int | None) -> RawData:
+    """The first `limit` samples (a builtin's `limit`), in the data set's own order."""
+    if limit is None:
+        return raw
+    return RawData(raw.x[:limit], raw.y[:limit], raw.classes, raw.feature_names)
+
+
 def synthetic(src: SyntheticSource) -> RawData:
     """Learnable noise: each class is a smooth random prototype, each sample a noisy copy."""
     rng = np.random.default_rng(src.seed)

@@ -36,7 +36,7 @@ class ImageClassification:
         src = cfg.source
         side = cfg.preprocessing.resize
         if src.builtin is not None:
-            return sources.builtin_digits()
+            return sources.first(sources.builtin_digits(), src.builtin.limit)
         if src.synthetic is not None:
             return sources.synthetic(src.synthetic)
         if src.http is not None or src.s3 is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tauon_runtime.contract import Columns, PrepareConfig
+from tauon_runtime.data import sources
 from tauon_runtime.data.sources import DataError, RawData
 
 from . import source_file
@@ -108,7 +109,7 @@ class TabularClassification:
     def load_raw(self, cfg: PrepareConfig, work: Path) -> RawData:
         src = cfg.source
         if src.builtin is not None:
-            return builtin(src.builtin.name)
+            return sources.first(builtin(src.builtin.name), src.builtin.limit)
         return read_csv(source_file(cfg, work, (".csv",), "a CSV"), cfg.columns)
 
     def prepare(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tauon_runtime.contract import Columns, PrepareConfig
+from tauon_runtime.data import sources
 from tauon_runtime.data.sources import DataError, RawData
 
 from . import source_file
@@ -196,7 +197,7 @@ class TextClassification:
     def load_raw(self, cfg: PrepareConfig, work: Path) -> RawData:
         src = cfg.source
         if src.builtin is not None:
-            return builtin_sentiment()
+            return sources.first(builtin_sentiment(), src.builtin.limit)
         path = source_file(cfg, work, (".csv", ".jsonl"), "a CSV or JSONL file")
         return read_table(path, cfg.columns)
 
