@@ -180,6 +180,25 @@ def models_travel(cluster: Cluster, model: dict, ds: dict | None) -> bool:
     return True
 
 
+def closed_loop_walk(cluster: Cluster, name: str) -> bool:
+    """A ModelDeployment that retrains: simulated users, two rounds (hack/closed_loop.py)."""
+    import closed_loop
+
+    step(f"the closed loop: users call {name} and send feedback; the operator retrains, gates, "
+         "canaries and promotes (`kubectl get mdep -w` shows it too)")
+    out = closed_loop.walk(cluster, NS, name, say=lambda line: print(f"  {line}", flush=True))
+    failed = len(out["traffic1"].failed) + len(out.get("traffic2", closed_loop.Traffic()).failed)
+    step("the loop, as the status tells it (status.models)")
+    for v in out["status"].get("models") or []:
+        live = f", live {v['liveAccuracy']:.3f} on {v['liveFeedback']}" if v.get("liveAccuracy") is not None else ""
+        test = f"test {v['testAccuracy']:.3f}" if v.get("testAccuracy") is not None else "test ?"
+        print(f"  {v['state']:<9} {v['digest'][:12]}  {v.get('trainingJob') or '-':<22} "
+              f"{test}{live}  ({v.get('reason') or ''})")
+    print(f"  held-out accuracy {out['before']:.3f} -> {out['after']:.3f}; "
+          f"{failed} failed requests; {out['seconds']:.0f}s")
+    return out["round1"]["decision"] == "Promoted" and not failed
+
+
 def main(example: Path = REPO / "examples" / "digits") -> int:
     t0 = time.monotonic()
     if (STATE / "cluster.json").exists() and Cluster.attach(STATE).info.get("pids"):
@@ -236,6 +255,10 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
         endpoint = wait(lambda: ready_endpoints(cluster, NS, name), 60, "a ready endpoint")[0]
         print(f"  Ready: {md['replicas']['ready']} replica(s), model {md['modelDigest'][:16]}…, "
               f"{md['url']} → pod {endpoint}")
+        if md_obj["spec"].get("retraining"):
+            if not closed_loop_walk(cluster, name):
+                return 1
+            continue
         tj_name = md_obj["spec"]["model"].get("trainingJobRef", {}).get("name")
         ds_name = objects["TrainingJob"].get(tj_name, {}).get("spec", {}).get("datasetRef", {}).get("name")
         if ds_name not in datasets:

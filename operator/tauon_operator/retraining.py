@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tauon_operator import cron
@@ -31,6 +31,10 @@ from tauon_operator.api.retraining import (
 from tauon_operator.meta import child_name, object_meta, with_spec_hash
 
 KEEP_DECISIONS = 10
+# Seconds after both tracks rolled out that the analysis does not count: the canary's new
+# endpoint reaching every stable server (kube-proxy, DNS) takes a moment, and a forward that
+# finds no endpoint yet is the rollout's, not the model's.
+SETTLE_SECONDS = 10
 # What of the recipe TrainingJob's spec a round copies: all of it, but the data (the round's
 # own Dataset) and what only makes sense once (a resume from someone else's checkpoint).
 NOT_COPIED = ("datasetRef", "resumeFrom", "suspend")
@@ -266,7 +270,7 @@ def judge(policy: Retraining, m: Measurement) -> tuple[str, str] | None:
 
 
 def summary(m: Measurement) -> str:
-    parts = [f"{m.requests} requests over {m.seconds} s"]
+    parts = [f"{m.requests} requests over {m.seconds} s, {m.canary_percent} % to the canary"]
     parts.append(
         f"errors {m.canary_error_percent or 0:.2f} % vs {m.stable_error_percent or 0:.2f} %"
     )
@@ -274,11 +278,14 @@ def summary(m: Measurement) -> str:
         parts.append(
             f"p99 {m.canary_p99_seconds * 1000:.1f} vs {m.stable_p99_seconds * 1000:.1f} ms"
         )
-    if m.canary_accuracy is not None and m.stable_accuracy is not None:
-        parts.append(
-            f"live accuracy {m.canary_accuracy:.3f} ({m.canary_feedback}) vs "
-            f"{m.stable_accuracy:.3f} ({m.stable_feedback})"
-        )
+
+    def live(accuracy: float | None, n: int | None) -> str:
+        return f"{accuracy:.3f} ({n})" if accuracy is not None else f"- ({n or 0})"
+
+    parts.append(
+        f"live accuracy {live(m.canary_accuracy, m.canary_feedback)} vs "
+        f"{live(m.stable_accuracy, m.stable_feedback)}"
+    )
     return "; ".join(parts)
 
 
@@ -387,21 +394,26 @@ def advance(policy: Retraining, state: RetrainingStatus, obs: Observed) -> Step:
     # Canary: the analysis starts once both tracks serve; its counters are what came after.
     if obs.canary_metrics is None or obs.stable_metrics is None:
         return Step(state)
-    if challenger.canary_since is None or challenger.baseline is None:
-        if not obs.rolled_out:
+    since = challenger.canary_since
+    settling = since is not None and (obs.now - since).total_seconds() < SETTLE_SECONDS
+    if since is None or challenger.baseline is None or settling:
+        if since is None and not obs.rolled_out:
             return Step(state)
         right, wrong = graded(obs.stats, obs.champion_digest) or (0, 0)
         base = counters(obs.canary_metrics, obs.stable_metrics) | {
             "stableCorrect": right,
             "stableIncorrect": wrong,
         }
-        analysing = challenger.model_copy(update={"canary_since": obs.now, "baseline": base})
+        analysing = challenger.model_copy(
+            update={"canary_since": since or obs.now, "baseline": base}
+        )
         return Step(state.model_copy(update={"challenger": analysing}))
+    assert since is not None
     m = measurement(
         obs.canary_metrics,
         obs.stable_metrics,
         challenger.baseline,
-        challenger.canary_since,
+        since + timedelta(seconds=SETTLE_SECONDS),
         obs.now,
         graded(obs.stats, challenger.digest),
         graded(obs.stats, obs.champion_digest),
@@ -500,7 +512,7 @@ def measurement(
 
     fallback = delta("stableFallback")
     c_req = delta("canaryRequests") + fallback
-    s_req = delta("stableRequests")
+    s_req = max(0.0, delta("stableRequests") - fallback)  # fallbacks are served (counted) there
     c_err = (delta("canaryErrors") + fallback) / c_req * 100 if c_req else 0.0
     s_err = delta("stableErrors") / s_req * 100 if s_req else 0.0
     cr, cw = canary_graded or (0, 0)
@@ -509,6 +521,7 @@ def measurement(
     sw = max(0, sw - int(baseline.get("stableIncorrect", 0)))
     return Measurement(
         requests=int(c_req + s_req),
+        canary_percent=round(100 * c_req / (c_req + s_req), 2) if c_req + s_req else None,
         seconds=max(0, int((now - since).total_seconds())),
         canary_error_percent=round(c_err, 3),
         stable_error_percent=round(s_err, 3),

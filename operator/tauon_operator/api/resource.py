@@ -257,6 +257,12 @@ class ModelDeployment(Resource):
         ),
         PrinterColumn("Feedback", ".status.feedbackCount", "integer", "Feedback records stored."),
         PrinterColumn(
+            "Retraining",
+            ".status.retraining.phase",
+            priority=1,
+            description="The retraining loop: Idle, Training or Canary.",
+        ),
+        PrinterColumn(
             "URL", ".status.url", priority=1, description="In-cluster URL of the service."
         ),
         AGE,

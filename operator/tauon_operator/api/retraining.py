@@ -188,7 +188,9 @@ class Challenger(StatusModel):
     location: str | None = Field(None, description="Where it is published.")
     test_accuracy: float | None = Field(None, ge=0, le=1, description="Its test accuracy.")
     canary_since: datetime | None = Field(
-        None, description="When the analysis started: both tracks rolled out, the canary ready."
+        None,
+        description="When both tracks had rolled out, the canary ready; the analysis counts "
+        "from 10 s later (the canary's endpoint reaching every stable server).",
     )
     # Each track's counters and the stable's labelled feedback when the analysis started: what
     # came after is the comparison.
@@ -201,6 +203,9 @@ class Measurement(StatusModel):
     """The live comparison so far (or that the decision used)."""
 
     requests: int | None = Field(None, ge=0, description="Prediction requests, both tracks.")
+    canary_percent: float | None = Field(
+        None, ge=0, le=100, description="Percent of them the canary answered (or was sent)."
+    )
     seconds: int | None = Field(None, ge=0, description="Seconds the analysis has run.")
     canary_error_percent: float | None = Field(
         None, ge=0, le=100, description="Percent of the canary's requests that failed."

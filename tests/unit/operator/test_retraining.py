@@ -210,7 +210,9 @@ def test_measurement_counts_what_came_after_the_baseline():
     ) | {"stableCorrect": 10, "stableIncorrect": 5}
     m = retraining.measurement(canary, stable, base, T0, T0 + timedelta(seconds=42),
                                (18, 2), (40, 10))  # fmt: skip
-    assert (m.requests, m.seconds) == (500, 42)
+    assert (m.requests, m.seconds, m.canary_percent) == (500, 42, 20.0)
+    # the two forwards that fell back before the baseline are not counted; they were served
+    # (and counted) by the stable servers, so they are not the stable's own requests either
     assert m.canary_error_percent == 1.0  # 1 of 100
     assert (m.canary_accuracy, m.canary_feedback) == (0.9, 20)
     assert (m.stable_accuracy, m.stable_feedback) == (round(30 / 35, 4), 35)
@@ -250,12 +252,20 @@ def test_a_round_walks_from_trigger_to_promotion():
     begun = advance(p, gated.status, observed(rolled_out=True, canary_metrics=metrics,
                                               stable_metrics=metrics, stats=stats(80, 35)))  # fmt: skip
     assert begun.status.challenger.canary_since == T0
+    # the first seconds after the rollout (endpoints reaching the stable servers) do not count
+    busy = {**metrics, "requests": 40.0, "fallback": 3.0}
+    settling = advance(p, begun.status, observed(now=T0 + timedelta(seconds=5), canary_metrics=busy,
+                                                 stable_metrics=busy))  # fmt: skip
+    assert settling.status.challenger.canary_since == T0
+    assert settling.status.challenger.baseline["stableFallback"] == 3.0
+    assert settling.status.analysis is None
 
     later = T0 + timedelta(seconds=40)
     few = {**metrics, "requests": 50.0}
     short = advance(p, begun.status, observed(now=later, canary_metrics=few, stable_metrics=few))
     assert short.status.phase == RetrainingPhase.CANARY
     assert short.status.analysis.requests == 100
+    assert short.status.analysis.seconds == 30  # from the end of the settling
 
     canary = {**metrics, "requests": 110.0}
     stable = {**metrics, "requests": 440.0}
