@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,16 +136,26 @@ def round_children(md: dict[str, Any], recipe: dict[str, Any], n: int) -> list[d
     return [with_spec_hash(dataset), with_spec_hash(job)]
 
 
+def round_number(name: str) -> int | None:
+    """n of a round's object name (round_name: `<md>-retrain-<n>`, the stem shortened with a
+    hash when long), None for any other name."""
+    stem, _, tail = name.rpartition("-retrain-")
+    return int(tail) if stem and tail.isdigit() else None
+
+
 def kept_rounds(
-    md_name: str, state: RetrainingStatus, history_limit: int
+    state: RetrainingStatus, history_limit: int, existing: Iterable[str]
 ) -> frozenset[tuple[str, str]]:
-    """The rounds whose Dataset and TrainingJob stay: the last `history_limit`, and the
-    champion's wherever it is."""
-    names = {round_name(md_name, n) for n in range(max(1, state.round - history_limit + 1),
-                                                   state.round + 1)}  # fmt: skip
-    if state.champion is not None and state.champion.training_job:
-        names.add(state.champion.training_job)
-    return frozenset((kind, n) for n in names for kind in ("Dataset", "TrainingJob"))
+    """Of the round objects that exist, those that stay: the last `history_limit` rounds, the
+    champion's, and any round the status does not know of yet (a status lost or restored from
+    a backup never costs a round its data)."""
+    champion = state.champion.training_job if state.champion else None
+    keep = set()
+    for name in existing:
+        n = round_number(name)
+        if n is None or n > state.round - history_limit or name == champion:
+            keep.add(name)
+    return frozenset((kind, n) for n in keep for kind in ("Dataset", "TrainingJob"))
 
 
 # --- one step of the loop ------------------------------------------------------------------------

@@ -35,9 +35,8 @@ def s3(tmp_path_factory):
     store.stop()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
+def exported(tmp_path_factory, seed: int) -> Path:
+    torch.manual_seed(seed)
     out = tmp_path_factory.mktemp("export") / "model"
     export_model(build_model("cnn", 10, 1, 8), out, {
         "name": "digits", "architecture": "cnn", "modelOptions": {}, "numClasses": 10,
@@ -46,6 +45,17 @@ def model_dir(tmp_path_factory) -> Path:
         "datasetDigest": "d" * 64,
     })
     return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return exported(tmp_path_factory, 0)
+
+
+@pytest.fixture(scope="module")
+def canary_model_dir(tmp_path_factory) -> Path:
+    """Another model version (other weights, other digest): a canary beside the stable one."""
+    return exported(tmp_path_factory, 1)
 
 
 class Replica:
@@ -139,6 +149,30 @@ def test_feedback_joins_a_prediction_made_by_another_replica_and_survives_a_rest
     finally:
         a.stop()
         b.stop()
+
+
+def test_feedback_is_the_predicting_models_whichever_replica_receives_it(
+        s3, model_dir, canary_model_dir, tmp_path):
+    key = f"{KEY}-tracks"
+    stable, canary = Replica(s3, model_dir, tmp_path, key), Replica(s3, canary_model_dir, tmp_path, key)
+    try:
+        x = {"instances": [[[[0] * 8] * 8]]}
+        stable_digest = stable.post("/v1/predict", x)[1]["modelDigest"]
+        status, answer = canary.post("/v1/predict", x)
+        assert status == 200 and answer["modelDigest"] != stable_digest
+        [pred] = answer["predictions"]
+        # users send feedback through the Service, to the stable server
+        status, body = stable.post("/v1/feedback", {"predictionId": pred["predictionId"],
+                                                    "label": pred["label"]})
+        assert status == 201, body
+        [record] = records_under(s3, key)
+        assert record["modelDigest"] == answer["modelDigest"]  # the canary's, not the receiver's
+        by_model = stable.stats()["byModelDigest"]
+        assert by_model == {record["modelDigest"][:12]: {"correct": 1, "incorrect": 0, "accuracy": 1.0}}
+        assert canary.stats()["byModelDigest"] == by_model
+    finally:
+        stable.stop()
+        canary.stop()
 
 
 def test_bad_feedback_is_refused_and_stores_nothing(s3, model_dir, tmp_path):

@@ -248,9 +248,14 @@ async def retraining_step(
             ctl.store.get("Dataset", ns, current) and ctl.store.get("TrainingJob", ns, current)
         ):
             children = retraining.round_children(md, recipe, state.round)
-    return Loop(
-        step, champion, canary, children, retraining.kept_rounds(name, state, policy.history_limit)
-    )
+    label = {PARENT_LABEL[KIND]: name}
+    existing = {
+        o["metadata"]["name"]
+        for kind in ("Dataset", "TrainingJob")
+        for o in ctl.store.select(kind, ns, label)
+    }
+    keep = retraining.kept_rounds(state, policy.history_limit, existing)
+    return Loop(step, champion, canary, children, keep)
 
 
 async def reconcile(ctl: Controller, namespace: str, name: str) -> None:

@@ -496,7 +496,8 @@ async def feedback(request: web.Request) -> web.Response:
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
         "predictionId": pid,
         "modelName": model.name,
-        "modelDigest": model.digest,
+        # the model that made the prediction (a canary's, say), not necessarily this one
+        "modelDigest": record.model_digest or model.digest,
         "predictedAt": record.created.isoformat(),
         "predictedLabel": record.label,
         "predictedScore": record.score,

@@ -47,6 +47,9 @@ class PredictionRecord:
     input_shape: tuple[int, ...]
     input_sha256: str
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # The model that made it, when another replica did (read from its prediction segment):
+    # feedback is that model's, whichever server receives it.
+    model_digest: str | None = None
 
     @property
     def nbytes(self) -> int:

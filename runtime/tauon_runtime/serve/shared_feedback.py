@@ -90,6 +90,7 @@ def _decode_prediction(line: dict[str, Any]) -> PredictionRecord:
         input_shape=tuple(line["shape"]),
         input_sha256=line["sha256"],
         created=dt.datetime.fromisoformat(line["createdAt"]),
+        model_digest=line.get("modelDigest"),
     )
 
 

@@ -336,10 +336,15 @@ def test_decisions_and_rounds_are_bounded():
     state = RetrainingStatus.model_validate({"round": 7, "champion": {
         "digest": CHALLENGER, "location": "s3://x/", "trainingJob": "digits-retrain-2",
         "over": "fp"}})  # fmt: skip
-    kept = retraining.kept_rounds("digits", state, 3)
+    existing = [f"digits-retrain-{n}" for n in range(1, 10)] + ["digits-retrain-x", "other"]
+    kept = retraining.kept_rounds(state, 3, existing)
     names = {n for _, n in kept}
     assert names == {"digits-retrain-5", "digits-retrain-6", "digits-retrain-7",
-                     "digits-retrain-2"}  # fmt: skip
+                     "digits-retrain-2",  # the champion's
+                     "digits-retrain-8", "digits-retrain-9",  # rounds the status does not know
+                     "digits-retrain-x", "other"}  # fmt: skip
+    long = "m" * 60
+    assert retraining.round_number(retraining.round_name(long, 12)) == 12
     assert {k for k, _ in kept} == {"Dataset", "TrainingJob"}
 
 
