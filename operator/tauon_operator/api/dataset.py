@@ -188,6 +188,19 @@ class SplitCounts(StatusModel):
     total: int | None = Field(None, ge=0, description="Samples in all splits together.")
 
 
+class Sample(StatusModel):
+    """One prepared sample, for a person to look at."""
+
+    label: str = Field(description="Its class.")
+    image: str | None = Field(
+        None, max_length=65536, description="An image sample as a PNG data URI."
+    )
+    text: str | None = Field(None, max_length=400, description="A text sample (its start).")
+    features: dict[str, float] | None = Field(
+        None, description="A tabular sample: its first features by name."
+    )
+
+
 class DatasetStatus(StatusModel):
     """What the prepare job produced, and the conditions of the Dataset."""
 
@@ -203,6 +216,9 @@ class DatasetStatus(StatusModel):
     )
     counts: SplitCounts | None = Field(None, description="Samples per split.")
     classes: tuple[str, ...] | None = Field(None, description="Class names, in label order.")
+    preview: tuple[Sample, ...] = Field(
+        (), max_length=8, description="A few training samples (one per class first)."
+    )
     bytes: int | None = Field(None, ge=0, description="Size of the prepared data in bytes.")
     claim_name: str | None = Field(
         None, description="The PersistentVolumeClaim holding the prepared data."

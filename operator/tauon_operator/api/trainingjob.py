@@ -248,6 +248,12 @@ class Metrics(StatusModel):
     best: dict[str, float] = Field(
         default_factory=dict, description="Best validation value of each metric so far."
     )
+    history: tuple[dict[str, float], ...] = Field(
+        (),
+        max_length=200,
+        description="Per-epoch metrics, oldest first (the last 200 epochs): `epoch`, "
+        "`trainLoss` and the validation metrics of that epoch.",
+    )
 
 
 class ModelArtifact(StatusModel):

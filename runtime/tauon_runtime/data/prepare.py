@@ -31,6 +31,7 @@ from safetensors.numpy import save_file
 from tauon_runtime import tasks
 from tauon_runtime.contract import PrepareConfig, Splits
 from tauon_runtime.data.feedback import from_feedback
+from tauon_runtime.data.preview import preview
 from tauon_runtime.data.sources import DataError, RawData
 from tauon_runtime.report import Reporter
 from tauon_runtime.store import ArtifactStore, StoreConfig, dataset_key, owner_from_env
@@ -95,11 +96,13 @@ def prepare(cfg: PrepareConfig, reporter: Reporter | None = None) -> dict[str, A
             **manifest,
             "location": publish_version(store, out / manifest["path"], manifest),
         }
+    samples = preview(cfg.task, arrays["train"]["x"], arrays["train"]["y"], {**meta, **extra})
     reporter.event(
         "finished",
         command="prepare",
         result="succeeded",
         **{k: manifest[k] for k in FINISHED_FIELDS if k in manifest},
+        preview=samples,
     )
     return manifest
 
@@ -190,5 +193,5 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
     """What the Dataset's status learns from a prepare event."""
     if event != "finished":
         return None
-    keys = ("digest", "counts", "classes", "bytes", "location")
+    keys = ("digest", "counts", "classes", "bytes", "location", "preview")
     return {"status": {k: fields[k] for k in keys if k in fields}}

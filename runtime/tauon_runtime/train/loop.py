@@ -56,6 +56,9 @@ class ModelRejected(RuntimeError):
         self.result = result
 
 
+HISTORY = 200  # epochs of metrics kept in status.metrics.history
+
+
 @dataclass
 class State:
     """Everything besides model/optimizer tensors that a checkpoint must restore."""
@@ -70,6 +73,7 @@ class State:
     stopped_early: bool = False
     latest: dict[str, float] = field(default_factory=dict)  # last validation metrics
     best: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch, the last 200
 
     def end_epoch(
         self, val: dict[str, float], train_loss: float, watch: str, stopping: EarlyStopping | None
@@ -84,6 +88,7 @@ class State:
             self.bad_epochs += 1
         self.stopped_early = bool(stopping and val and self.bad_epochs >= stopping.patience)
         self.epoch, self.batch, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
+        self.history = [*self.history, {"epoch": self.epoch, **self.latest}][-HISTORY:]
 
 
 class InputPipeline:
@@ -430,6 +435,7 @@ def evaluate_and_stop(run: Run, train_loss: float, reporter: Reporter) -> None:
     val = run.metrics_on(run.val_split) if len(run.val_split) else {}
     state.end_epoch(val, train_loss, run.watch, cfg.early_stopping)
     reporter.event("epoch", **run.progress(), metrics=state.latest, best=state.best)
+    reporter.to_status("history", {"history": state.history})  # status only, not each log line
     every = cfg.checkpoint.every_epochs
     if (every and state.epoch % every == 0) or state.epoch == run.hp.epochs or state.stopped_early:
         save_checkpoint(run, reporter)
@@ -527,6 +533,8 @@ def status_patch(event: str, fields: dict[str, Any]) -> dict[str, Any] | None:
             "latest": fields.get("metrics") or {},
             "best": fields.get("best") or {},
         }
+    elif event == "history":
+        status["metrics"] = {"history": fields["history"]}
     elif event == "checkpoint":
         status["latestCheckpoint"] = fields["path"]
     elif event == "exported":
