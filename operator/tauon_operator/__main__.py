@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--root", help="repository root (default: this checkout)")
     crds.set_defaults(func=_crds)
 
-    # Listed for --help; `run` parses its own flags (see `tauon-operator run --help`).
+    # Listed for --help; `run` and `console` parse their own flags (`tauon-operator run --help`).
     sub.add_parser("run", help="run the operator", add_help=False)
+    sub.add_parser("console", help="serve the web console", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import main as operator_main
 
         return operator_main.run(argv[1:]) or 0
+    if argv[:1] == ["console"]:
+        from . import console
+
+        return console.main(argv[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 

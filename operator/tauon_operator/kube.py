@@ -25,6 +25,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",  # read by the console
     ("v1", "Node"): "nodes",  # listed (never watched) to name the taints a pod lacks
     ("batch/v1", "Job"): "jobs",
     ("apps/v1", "Deployment"): "deployments",

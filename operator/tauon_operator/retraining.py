@@ -470,16 +470,16 @@ def advance(policy: Retraining, state: RetrainingStatus, obs: Observed) -> Step:
 # --- the canary's numbers ------------------------------------------------------------------------
 
 
-def p99(buckets: dict[float, float]) -> float | None:
-    """The 99th percentile of a cumulative histogram (upper bound -> count), interpolated
-    within its bucket as Prometheus' histogram_quantile does."""
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile of a cumulative histogram (upper bound -> count), interpolated within
+    its bucket as Prometheus' histogram_quantile does."""
     if not buckets:
         return None
     bounds = sorted(buckets)
     total = buckets[bounds[-1]]
     if total <= 0:
         return None
-    rank = 0.99 * total
+    rank = q * total
     lower, below = 0.0, 0.0
     for upper in bounds:
         count = buckets[upper]
@@ -490,6 +490,10 @@ def p99(buckets: dict[float, float]) -> float | None:
             return lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)
         lower, below = upper, count
     return lower
+
+
+def p99(buckets: dict[float, float]) -> float | None:
+    return quantile(buckets, 0.99)
 
 
 COUNTERS = ("requests", "errors", "fallback")

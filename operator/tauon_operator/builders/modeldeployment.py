@@ -332,7 +332,13 @@ def build(
             _service(md, canary_service_name(md), "server-canary", "canary", settings.serve_port)
         )
     front = "stable" if stable or autoscaling or not with_canary else "canary"
-    children.append(_service(md, service_name(md), "server", front, 80))
+    main = _service(md, service_name(md), "server", front, 80)
+    # The serving port too (as the canary's Service has it): the name then also reaches a pod
+    # where nothing maps port 80 (no kube-proxy); the console calls the model there.
+    main["spec"]["ports"].append(
+        {"name": "serving", "port": settings.serve_port, "targetPort": "http"}
+    )
+    children.append(main)
     if autoscaling:
         children.append(
             {

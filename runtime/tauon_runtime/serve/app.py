@@ -287,6 +287,9 @@ async def model_metadata(request: web.Request) -> web.Response:
                 "classes": model.classes,
                 "preprocessing": model.card.get("preprocessing") or {},
                 "maxBatchSize": state.config.batching.max_batch_size,
+                # what a form for this model asks for: the task, and a tabular model's columns
+                "task": model.card.get("task") or "image-classification",
+                **({"features": model.features} if model.features else {}),
             },
         }
     )
