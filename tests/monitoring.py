@@ -67,7 +67,9 @@ def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> Iterator
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+    """The operator's objects of a kind (not the console's)."""
+    return [d for d in docs if d["kind"] == kind
+            and (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") != "console"]
 
 
 def rendered(values: dict | None = None, release: str = "tauon") -> list[dict]:

@@ -55,8 +55,24 @@ def render(release: str = "tauon", namespace: str = "tauon-system", values: dict
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def is_console(d: dict) -> bool:
+    return (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "console"
+
+
 def rbac_objects(docs: Iterable[dict]) -> list[dict]:
-    return [d for d in docs if d["kind"] in RBAC_KINDS]
+    """The operator's identity and grants (the console has its own: console_rbac_objects)."""
+    return [d for d in docs if d["kind"] in RBAC_KINDS and not is_console(d)]
+
+
+def console_rbac_objects(docs: Iterable[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in RBAC_KINDS and is_console(d)]
+
+
+def console_requests() -> tuple[Request, ...]:
+    """Every request the console makes: reads of what its pages show, nothing else."""
+    return tuple(_requests("tauon.dev", ("datasets", "trainingjobs", "modeldeployments"),
+                           ("get", "list", "watch"))
+                 + _requests("", ["pods", "events"], ("get", "list", "watch")))
 
 
 @dataclass(frozen=True)

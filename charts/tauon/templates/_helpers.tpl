@@ -35,6 +35,16 @@ app.kubernetes.io/part-of: tauon
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{- define "tauon.consoleLabels" -}}
+helm.sh/chart: {{ include "tauon.chart" . }}
+app.kubernetes.io/name: {{ include "tauon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: tauon
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{- define "tauon.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "tauon.fullname" .) .Values.serviceAccount.name }}
@@ -113,6 +123,17 @@ them is needed (remove one and a request the operator makes is denied).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/* The console's rules: read only, and only what its pages show. */}}
+{{- define "tauon.rules.console" -}}
+# The pages: Tauon's objects, their pods and their Events, read only.
+- apiGroups: ["tauon.dev"]
+  resources: ["datasets", "trainingjobs", "modeldeployments"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods", "events"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs in every mode: it discovers and follows our CRDs. */}}

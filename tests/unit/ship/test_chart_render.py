@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from operator_rbac import (  # the shared knowledge of the operator's requests
-    CHART, grants, helm, operator_requests, rbac_objects, render,
+    CHART, console_requests, grants, helm, is_console, operator_requests, rbac_objects, render,
 )
 
 KUBERNETES = "1.37.0"
@@ -45,7 +45,12 @@ def rendered(request) -> tuple[str, list[dict]]:
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+    """The operator's objects of a kind (the console's: console_objects)."""
+    return [d for d in docs if d["kind"] == kind and not is_console(d)]
+
+
+def console_objects(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and is_console(d)]
 
 
 def test_helm_lint_strict():
@@ -78,13 +83,14 @@ def test_crds_ship_in_the_chart_unchanged():
 
 
 # ------------------------------------------------------------------------------ RBAC
-def all_rules(docs: list[dict]) -> list[dict]:
-    return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+def all_rules(docs: list[dict], console: bool = False) -> list[dict]:
+    return [r for d in docs if d["kind"] in ("ClusterRole", "Role") and is_console(d) == console
+            for r in d["rules"]]
 
 
 def test_rbac_has_no_wildcards_and_no_dangerous_grants(rendered):
     _, docs = rendered
-    rules = all_rules(docs)
+    rules = all_rules(docs) + all_rules(docs, console=True)
     assert rules
     for rule in rules:
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no nonResourceURLs
@@ -135,6 +141,35 @@ def test_rbac_create_false_renders_no_rbac():
 def test_rbac_objects_are_only_the_identity_and_its_grants():
     kinds = sorted(d["kind"] for d in rbac_objects(render()))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"]
+
+
+def test_the_console_may_only_read_what_its_pages_show(rendered):
+    name, docs = rendered
+    assert grants(all_rules(docs, console=True)) == set(console_requests())
+    watched = VARIANTS[name].get("watchNamespaces")
+    roles = console_objects(docs, "Role" if watched else "ClusterRole")
+    assert sorted(r["metadata"].get("namespace", "") for r in roles) == sorted(watched or [""])
+    [sa] = console_objects(docs, "ServiceAccount")
+    for binding in console_objects(docs, "RoleBinding") + console_objects(docs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": "tauon-system"}]
+
+
+def test_the_console_pod_is_restricted_and_can_be_turned_off():
+    docs = render()
+    [deployment] = console_objects(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    [c] = pod["containers"]
+    assert c["command"] == ["tauon-operator", "console"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    [svc] = console_objects(docs, "Service")
+    assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # the operator's Service and selector never pick the console's pod
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "console"
+    assert not [d for d in render(values={"console": {"enabled": False}}) if is_console(d)]
 
 
 # ------------------------------------------------------------------------------ the operator pod
