@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # (another clone on this machine may have installed itself there last).
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/runtime:$(CURDIR)/hack
 
-.PHONY: help setup venv control-plane prometheus seaweedfs kueue demo test lint unit integration e2e cluster-up \
+.PHONY: help setup venv control-plane prometheus seaweedfs kueue browser demo test lint unit integration e2e cluster-up \
         cluster-down crds crds-check bench clean
 
 help: ## this list
@@ -34,11 +34,14 @@ kueue: ## build Kueue (the queueing and quota controller the Kueue tests run), t
 
 setup: venv control-plane
 
+browser: ## Debian's chromium and chromedriver, for the console's browser tests
+	@hack/setup-chromium.sh
+
 EXAMPLE ?= examples/digits
 demo: setup seaweedfs ## the main job: start the platform locally and show it working (EXAMPLE=examples/<dir>)
 	@$(PY) hack/demo.py $(EXAMPLE)
 
-test: setup prometheus seaweedfs kueue lint ## every test: lint, unit, integration (real API server) and end-to-end
+test: setup prometheus seaweedfs kueue browser lint ## every test: lint, unit, integration (real API server) and end-to-end
 	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min
 	@# of mostly waiting) overlap the rest instead of adding to it. Each worker has its own cluster.
 	$(PY) -m pytest -n 2 --dist loadfile tests

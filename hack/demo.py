@@ -217,6 +217,9 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
                           "GPUS:.status.allocatable.nvidia\\.com/gpu,CPU:.status.allocatable.cpu,"
                           "TAINTS:.spec.taints[*].key").stdout)
 
+    console = localplatform.start_console(cluster, NS)
+    print(f"the console (its own pod, read-only RBAC): {console}/?namespace={NS}")
+
     objects = example_objects(example)
     rel = example.relative_to(REPO) if example.is_relative_to(REPO) else example
     step(f"kubectl apply -f {rel}/")
@@ -288,6 +291,7 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
 
     step(f"done in {time.monotonic() - t0:.0f}s — the cluster keeps running:")
     print(cluster.kubectl("get", "tauon", "-n", NS).stdout)
+    print(f"  the console: {console}/?namespace={NS}")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     tj = next(iter(objects["TrainingJob"]), "NAME")
     print(f"  kubectl get tauon; kubectl describe tj {tj}; kubectl logs job/{tj}-a0")

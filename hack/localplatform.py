@@ -84,6 +84,42 @@ def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics_por
     cluster.check_alive()  # a bad flag or import error shows here, with the log's tail
 
 
+CONSOLE_NAMESPACE = "tauon-system"
+
+
+def render_chart(values: dict, release: str = "tauon") -> list[dict]:
+    """`helm template` of charts/tauon in CONSOLE_NAMESPACE (helm from the environment)."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    helm = Path(sys.executable).parent / "helm"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        out = subprocess.run([str(helm), "template", release, str(REPO / "charts" / "tauon"),
+                              "--namespace", CONSOLE_NAMESPACE, "-f", f.name],
+                             capture_output=True, text=True, check=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def start_console(cluster: Cluster, namespace: str = "default", timeout: float = 120) -> str:
+    """The chart's console objects (ServiceAccount, read-only ClusterRole and binding,
+    Deployment, Service) applied as `helm install` would create them; the node agent runs its
+    pod. Returns the console's URL (its pod's address: there is no kube-proxy here)."""
+    docs = [d for d in render_chart({"console": {"namespace": namespace}})
+            if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "console"]
+    if cluster.kubectl("get", "namespace", CONSOLE_NAMESPACE, check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", CONSOLE_NAMESPACE)
+    cluster.kubectl("apply", "--server-side", "-f", "-",
+                    input="\n---\n".join(json.dumps(d) for d in docs))
+    [svc] = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+    endpoint = wait(lambda: ready_endpoints(cluster, CONSOLE_NAMESPACE, svc), timeout,
+                    "the console's pod ready", cluster=cluster)[0]
+    return f"http://{endpoint}"
+
+
 def store_settings(cluster: Cluster) -> dict[str, str]:
     """The operator's artifact-store settings (the Helm chart's `store.*`) for the cluster's
     object store; none when it has no store."""

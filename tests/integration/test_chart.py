@@ -16,7 +16,8 @@ import yaml
 from conftest import get_json, wait_for
 from localkube.procutil import terminate
 from operator_rbac import (
-    CHART, Request, chart_rbac_kubeconfig, helm, operator_requests, rbac_objects, render,
+    CHART, Request, chart_rbac_kubeconfig, console_rbac_objects, console_requests, helm, is_console,
+    operator_requests, rbac_objects, render,
     service_account,
 )
 
@@ -227,6 +228,29 @@ def test_chart_rbac_kubeconfig_authenticates_as_the_chart_service_account(cluste
     assert can("delete", "pods", "-n", namespace) == "no"
 
 
+def test_the_consoles_service_account_may_only_read_what_its_pages_show(cluster, crds, namespace):
+    """The chart's console identity, applied as helm would: it reads Tauon's kinds, Pods and
+    Events, and cannot write anything, read a Secret or exec into a pod."""
+    suffix = uuid.uuid4().hex[:5]
+    docs = console_rbac_objects(render(f"tauon-{suffix}", namespace, {}))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    [sa] = [d for d in docs if d["kind"] == "ServiceAccount"]
+    subject = {"console": (f"system:serviceaccount:{namespace}:{sa['metadata']['name']}",
+                           ["system:serviceaccounts", f"system:serviceaccounts:{namespace}",
+                            "system:authenticated"])}
+    allowed = [(r, "default") for r in console_requests()]
+    denied = [(Request(v, g, r), "default") for v, g, r in (
+        ("get", "", "secrets"), ("list", "", "secrets"), ("watch", "", "secrets"),
+        ("create", "tauon.dev", "trainingjobs"), ("delete", "tauon.dev", "modeldeployments"),
+        ("patch", "tauon.dev", "datasets"), ("patch", "tauon.dev", "trainingjobs/status"),
+        ("create", "", "pods"), ("delete", "", "pods"), ("create", "", "pods/exec"),
+        ("get", "", "configmaps"), ("create", "", "services/proxy"), ("get", "", "serviceaccounts/token"))]
+    got = wait_for(lambda: (r := access_reviews(cluster, subject, allowed + denied))
+                   and all(r[("console", q, ns)] for q, ns in allowed) and r,
+                   timeout=30, what="the console's grants to be seen")
+    assert not any(got[("console", q, ns)] for q, ns in denied), [q for q, ns in denied if got[("console", q, ns)]]
+
+
 # ------------------------------------------------------------------------------ the operator itself
 @pytest.fixture
 def operator_with_chart_rbac(cluster, crds, tmp_path):
@@ -240,7 +264,8 @@ def operator_with_chart_rbac(cluster, crds, tmp_path):
            "TAUON_METRICS_PORT": "0", "TAUON_HEALTH_PORT": "0",
            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("operator", "runtime"))}
     # The command line the chart's Deployment runs (its env is replaced by the one above).
-    [deployment] = [d for d in render("tauon", ns, {"watchNamespaces": [ns]}) if d["kind"] == "Deployment"]
+    [deployment] = [d for d in render("tauon", ns, {"watchNamespaces": [ns]})
+                    if d["kind"] == "Deployment" and not is_console(d)]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["tauon-operator"]
     proc = subprocess.Popen([sys.executable, "-m", "tauon_operator", *container["args"]],

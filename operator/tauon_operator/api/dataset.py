@@ -216,8 +216,9 @@ class DatasetStatus(StatusModel):
     )
     counts: SplitCounts | None = Field(None, description="Samples per split.")
     classes: tuple[str, ...] | None = Field(None, description="Class names, in label order.")
-    preview: tuple[Sample, ...] = Field(
-        (), max_length=8, description="A few training samples (one per class first)."
+    # None, not (): the runtime writes it, and the operator's status must not overwrite it.
+    preview: tuple[Sample, ...] | None = Field(
+        None, max_length=8, description="A few training samples (one per class first)."
     )
     bytes: int | None = Field(None, ge=0, description="Size of the prepared data in bytes.")
     claim_name: str | None = Field(

@@ -222,6 +222,8 @@ async def _relay(request: web.Request, method: str, path: str) -> web.Response:
         raise ModelProblem(413, f"the request is larger than {MAX_BODY} bytes")
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
     path = path.format(name=md["metadata"]["name"])
+    if request.query_string:  # topK, say
+        path += "?" + request.query_string
     try:
         async with request.app[SESSION].request(
             method, base + path, data=body, headers=headers, timeout=MODEL_TIMEOUT

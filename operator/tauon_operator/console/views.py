@@ -163,7 +163,8 @@ def line_plot(title: str, series: dict[str, list[tuple[float, float]]], y_label:
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{PLOT_H - PAD}" class="axis"/>',
         f'<text x="{PAD}" y="{PAD - 8}" class="tick">{fmt(y1, 3)}</text>',
         f'<text x="{PAD - 4}" y="{PLOT_H - PAD + 14}" class="tick">{fmt(x0, 0)}</text>',
-        f'<text x="{PLOT_W - PAD}" y="{PLOT_H - PAD + 14}" class="tick">epoch {fmt(x1, 0)}</text>',
+        f'<text x="{PLOT_W - PAD}" y="{PLOT_H - PAD + 14}" class="tick" text-anchor="end">'
+        f"epoch {fmt(x1, 0)}</text>",
     ]
     legend = []
     for k, (name, pts) in enumerate(series.items()):
@@ -200,8 +201,8 @@ def lineage_graph(md_name: str, versions: list[dict[str, Any]]) -> str:
     (one row per version, the state on the model's box)."""
     if not versions:
         return '<p class="empty">No model version served yet.</p>'
-    row_h, box_w, box_h = 54, 150, 34
-    cols = [20, 200, 380, 560]
+    row_h, box_w, box_h = 54, 170, 34
+    cols = [10, 200, 390, 580]
     height = row_h * len(versions) + 20
     parts = []
     for i, v in enumerate(versions):
@@ -228,7 +229,7 @@ def lineage_graph(md_name: str, versions: list[dict[str, Any]]) -> str:
         'markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>'
     )
     return (
-        f'<svg class="lineage" viewBox="0 0 730 {height}" role="img" aria-label="Model lineage: '
+        f'<svg class="lineage" viewBox="0 0 760 {height}" role="img" aria-label="Model lineage: '
         f'dataset, TrainingJob, model, deployment">{marker}{"".join(parts)}</svg>'
     )
 
