@@ -42,6 +42,8 @@ KUBE = web.AppKey("kube", Kube)
 CONFIG = web.AppKey("config", Config)
 TRAFFIC = web.AppKey("traffic", dict)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+NAMESPACES = web.AppKey("namespaces", tuple)  # (when listed, the selector's choices)
+NAMESPACES_TTL = 15.0  # seconds the selector's choices are reused (a cluster-wide LIST each)
 
 
 def now() -> datetime:
@@ -76,14 +78,18 @@ async def _namespaces(app: web.Application) -> list[str]:
     cfg = app[CONFIG]
     if cfg.namespaces:
         return list(cfg.namespaces)
+    at, known = app[NAMESPACES]
+    if time.monotonic() - at < NAMESPACES_TTL:
+        return known
     try:
-        found: set[str] = set()
-        for kind in views.KINDS:
-            for obj in await app[KUBE].list_objects(API_VERSION, kind):
-                found.add(obj["metadata"]["namespace"])
-        return sorted(found)
+        lists = await asyncio.gather(
+            *(app[KUBE].list_objects(API_VERSION, kind) for kind in views.KINDS)
+        )
+        found = sorted({o["metadata"]["namespace"] for items in lists for o in items})
     except ApiException:
-        return [cfg.namespace]
+        found = [cfg.namespace]
+    app[NAMESPACES] = (time.monotonic(), found)
+    return found
 
 
 async def _objects(kube: Kube, ns: str) -> dict[str, list[dict[str, Any]]]:
@@ -342,6 +348,7 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 def make_app(kube: Kube, config: Config) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY + 1024)
     app[KUBE], app[CONFIG], app[TRAFFIC] = kube, config, {}
+    app[NAMESPACES] = (-NAMESPACES_TTL, [])
     app.cleanup_ctx.append(_session)
     kinds = "{kind:datasets|trainingjobs|modeldeployments}"
     app.add_routes(
