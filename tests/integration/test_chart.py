@@ -76,8 +76,12 @@ def test_install_upgrade_uninstall_under_restricted_pod_security(cluster, tmp_pa
     deployment = get_json(cluster, "deployment", release, "-n", ns)
     cluster.kubectl("wait", "--for=condition=Available", f"deployment/{release}", "-n", ns,
                     "--timeout=60s")
+    cluster.kubectl("wait", "--for=condition=Available", f"deployment/{release}-console", "-n", ns,
+                    "--timeout=60s")
     pods = get_json(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=" + release)["items"]
-    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
+    # the operator and the console, each its own pod, both admitted under `restricted`
+    assert sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods) == ["console", "operator"]
+    assert all(p["status"]["phase"] == "Running" for p in pods)
     assert pod_security_rejections(cluster, ns) == []
     # The API server's own verdict: no running pod here would be refused by `restricted`.
     verdict = cluster.kubectl("label", "--dry-run=server", "--overwrite", "namespace", ns,
@@ -105,6 +109,7 @@ def test_install_upgrade_uninstall_under_restricted_pod_security(cluster, tmp_pa
     assert cluster.kubectl("get", "clusterrole", release, check=False).returncode != 0  # replaced
     assert get_json(cluster, "clusterrole", f"{release}-cluster")["rules"]
     assert get_json(cluster, "role", release, "-n", watched)["rules"]
+    assert get_json(cluster, "role", f"{release}-console", "-n", watched)["rules"]  # the console's
     wait_for(lambda: all(p["status"].get("phase") == "Running" for p in
                          get_json(cluster, "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={release}")["items"]),
              what="the upgraded operator pod")
