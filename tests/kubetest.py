@@ -62,6 +62,16 @@ def succeed_with_model(cluster, namespace: str, name: str, sha: str, accuracy: f
     wait_phase(cluster, "tj", name, namespace, "Succeeded")
 
 
+def remove(cluster, namespace: str, *targets: str) -> None:
+    """Deletes what a test module created (`-f <dir>` or `kind/name`), not waiting: the node
+    agent has this machine's two CPUs, and a server left running keeps the next module's
+    training pod Pending."""
+    for target in targets:
+        args = ("-f", target) if Path(target).exists() else (target,)
+        cluster.kubectl("delete", "-n", namespace, *args, "--wait=false", "--ignore-not-found",
+                        check=False)
+
+
 def get_json(cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 

@@ -28,7 +28,8 @@ def story(platform):
     lines: list[str] = []
     out = closed_loop.walk(platform, ns, NAME, say=lines.append)
     print("\n".join(lines))
-    return platform, ns, out
+    yield platform, ns, out
+    platform.kubectl("delete", "namespace", ns, "--wait=false", check=False)  # its servers too
 
 
 def test_feedback_retrains_a_challenger_that_is_promoted_after_an_exact_canary(story):

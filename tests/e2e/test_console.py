@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from kubetest import status_of, wait_for, wait_phase
-from localplatform import start_console
+from kubetest import new_namespace, status_of, wait_for, wait_phase
+from localplatform import grant_store, start_console
 from test_loop import NS, digits  # noqa: F401 (the module's fixture: examples/digits, trained)
 
 pytestmark = pytest.mark.cluster
@@ -102,6 +102,15 @@ def test_the_dataset_page_shows_its_digest_splits_and_samples(console, browser, 
     shot(browser, "dataset")
 
 
+def try_it_ready(browser) -> None:
+    """The form knows the model (its metadata came through the console), or the test says why."""
+    state = wait_js(browser, "const s = document.querySelector('section.try'); "
+                             "const p = document.getElementById('try-error'); "
+                             "return s.dataset.ready ? 'ready' : (!p.hidden && p.textContent)",
+                    what="Try it")
+    assert state == "ready", state
+
+
 def draw_a_one(browser) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -116,7 +125,7 @@ def draw_a_one(browser) -> None:
 def test_drawing_a_digit_predicts_a_label_and_feedback_raises_the_count(console, browser, digits):  # noqa: F811
     before = status_of(digits, "mdep", "digits", NS).get("feedbackCount") or 0
     browser.get(f"{console}/modeldeployments/{NS}/digits")
-    wait_js(browser, "return document.querySelector('section.try').dataset.ready", what="Try it")
+    try_it_ready(browser)
     draw_a_one(browser)
     browser.find_element("id", "predict").click()
     label = wait_js(browser, "const l = document.getElementById('predicted-label'); return l && l.textContent")
@@ -138,7 +147,7 @@ def test_a_malformed_upload_is_a_clear_message(console, browser, tmp_path):
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"this is not a PNG")
     browser.get(f"{console}/modeldeployments/{NS}/digits")
-    wait_js(browser, "return document.querySelector('section.try').dataset.ready", what="Try it")
+    try_it_ready(browser)
     browser.find_element("id", "upload").send_keys(str(bad))
     browser.find_element("id", "predict").click()
     message = wait_js(browser, "const p = document.getElementById('try-error'); "
@@ -167,3 +176,54 @@ def test_missing_things_are_clear_messages_never_traces(console, browser, digits
     assert gone
     assert "Traceback" not in browser.page_source
     shot(browser, "deleted")
+
+
+def test_choosing_a_namespace_shows_it(console, browser, digits):  # noqa: F811
+    other = "console-other"
+    if digits.kubectl("get", "namespace", other, check=False).returncode != 0:
+        digits.kubectl("create", "namespace", other)
+    # an object that starts no pod (the node's CPUs are the next test's)
+    digits.kubectl("apply", "-n", other, "-f", "-", input=json.dumps({
+        "apiVersion": "tauon.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "elsewhere"},
+        "spec": {"model": {"trainingJobRef": {"name": "not-yet"}}}}))
+
+    def offered():  # the selector's choices are listed again every 15 s
+        browser.get(f"{console}/?namespace={NS}")
+        return browser.execute_script(
+            f"return [...document.querySelectorAll('#namespace option')].some(o => o.value === '{other}')")
+
+    wait_for(offered, timeout=40, interval=2, what=f"{other} in the namespace selector")
+    assert not browser.find_element("id", "show-namespace").is_displayed()  # JS submits on change
+    browser.execute_script(f"const s = document.getElementById('namespace'); s.value = '{other}';"
+                           "s.dispatchEvent(new Event('change'))")
+    wait_for(lambda: browser.current_url.endswith(f"namespace={other}"), what="the new namespace's page")
+    assert "elsewhere" in browser.find_element("id", "live").text
+    shot(browser, "namespace")
+    digits.kubectl("delete", "namespace", other, "--wait=false")
+
+
+def test_a_tabular_model_gets_a_form_of_its_features(console, browser, digits):  # noqa: F811
+    ns = new_namespace(digits, "console-wine")  # its own: test_tabular's wine may be going away
+    grant_store(digits, ns)
+    digits.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / "tabular"))
+    wait_phase(digits, "mdep", "wine", ns, "Ready", timeout=400)
+    browser.get(f"{console}/modeldeployments/{ns}/wine")
+    try_it_ready(browser)
+    assert not browser.find_element("css selector", ".try-tabular").get_attribute("hidden")
+    assert browser.find_element("css selector", ".try-image").get_attribute("hidden")
+    names = browser.execute_script("return [...document.querySelectorAll('#features input')].map(i => i.name)")
+    assert names[:2] == ["alcohol", "malic_acid"] and len(names) == 13
+    # a class_0 wine (the first row of scikit-learn's data set)
+    row = [14.23, 1.71, 2.43, 15.6, 127, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065]
+    for name, value in zip(names, row, strict=True):
+        browser.find_element("css selector", f"#features input[name='{name}']").send_keys(str(value))
+    browser.find_element("id", "predict").click()
+    label = wait_js(browser, "const l = document.getElementById('predicted-label'); return l && l.textContent")
+    assert label == "class_0"
+    # a feature left empty: the model's own 400, named, shown as a message
+    browser.find_element("css selector", "#features input[name='alcohol']").clear()
+    browser.find_element("id", "predict").click()
+    message = wait_js(browser, "const p = document.getElementById('try-error'); return !p.hidden && p.textContent")
+    assert "alcohol" in message
+    shot(browser, "tabular")
+    digits.kubectl("delete", "namespace", ns, "--wait=false")

@@ -9,7 +9,7 @@ import json
 import pytest
 from test_loop import NS, digits, held_out, post  # noqa: F401 (the module's fixture)
 
-from kubetest import status_of, wait_phase
+from kubetest import remove, status_of, wait_phase
 from localplatform import ready_endpoints
 
 pytestmark = pytest.mark.cluster
@@ -48,3 +48,4 @@ def test_an_onnx_deployment_answers_like_the_torch_one(digits):  # noqa: F811
     assert same >= 0.999 * len(x), f"{same}/{len(x)} of the test split predicted alike"
     right = sum(label == classes[int(y)] for label, y in zip(answers["digits-edge"], test["y"], strict=True))
     assert right / len(x) == pytest.approx(tj["model"]["metrics"]["accuracy"], abs=1e-6)
+    remove(digits, NS, "mdep/digits-edge")  # its server would hold CPU the next module trains with

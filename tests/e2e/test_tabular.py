@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from kubetest import condition, post_json as post, status_of, wait_for, wait_phase
+from kubetest import condition, post_json as post, remove, status_of, wait_for, wait_phase
 from localplatform import ready_endpoints, volume_dir
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +32,8 @@ def finished(cluster, name: str) -> dict:
 def wine(platform):
     platform.kubectl("apply", "-n", NS, "-f", str(REPO / "examples" / "tabular"))
     wait_phase(platform, "tds", "wine", NS, "Ready", timeout=300)
-    return platform
+    yield platform
+    remove(platform, NS, str(REPO / "examples" / "tabular"), "tj/wine-cnn")
 
 
 def test_wine_trains_to_the_gate_and_answers_json_rows(wine):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubetest import condition, post_json as post, status_of, wait_for, wait_phase
+from kubetest import condition, post_json as post, remove, status_of, wait_for, wait_phase
 from localplatform import ready_endpoints
 
 pytestmark = pytest.mark.cluster
@@ -25,7 +25,8 @@ TRUTH = ["positive", "negative", "positive", "negative"]
 def reviews(platform):
     platform.kubectl("apply", "-n", NS, "-f", str(REPO / "examples" / "text"))
     wait_phase(platform, "tds", "reviews", NS, "Ready", timeout=300)
-    return platform
+    yield platform
+    remove(platform, NS, str(REPO / "examples" / "text"))
 
 
 def test_an_lstm_and_a_transformer_train_to_the_examples_gates(reviews):

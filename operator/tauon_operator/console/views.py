@@ -412,8 +412,8 @@ def page(title: str, namespace: str, body: str, namespaces: list[str], live: str
 <title>{e(title)} · Tauon</title><link rel="stylesheet" href="/static/console.css"></head>
 <body><header><a class="brand" href="/?namespace={e(namespace)}">Tauon</a>
 <form method="get" action="/" class="ns"><label>Namespace
-<select name="namespace" onchange="this.form.submit()">{options}</select></label>
-<noscript><button>Show</button></noscript></form></header>
+<select name="namespace" id="namespace">{options}</select></label>
+<button id="show-namespace">Show</button></form></header>
 <main><h1>{e(title)}</h1>{body}</main>
 <script src="/static/console.js" defer></script>
 <div hidden id="live-source"{live_attr}></div></body></html>"""

@@ -3,6 +3,14 @@
 // console, and posts feedback. No request goes anywhere but this server.
 "use strict";
 
+(function namespaceSelector() {
+  // A new namespace shows at once (no inline handler: the page's CSP allows none).
+  const select = document.getElementById("namespace");
+  if (!select) return;
+  document.getElementById("show-namespace").hidden = true;
+  select.addEventListener("change", () => select.form.submit());
+})();
+
 (function live() {
   const source = document.getElementById("live-source");
   const target = document.getElementById("live");
@@ -38,7 +46,7 @@
     const r = await fetch(api + path, init);
     let body;
     try { body = await r.json(); } catch (e) { body = { error: "the console answered " + r.status }; }
-    if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+    if (!r.ok) throw Object.assign(new Error(body.error || ("HTTP " + r.status)), { status: r.status });
     return body;
   }
 
@@ -138,7 +146,16 @@
 
   $("predict").addEventListener("click", predict);
   $("send-feedback").addEventListener("click", sendFeedback);
-  call("/metadata").then((m) => {
+  async function metadata(tries) {
+    // A model that has just become Ready may not be reachable by its name for a moment.
+    for (let i = 1; ; i++) {
+      try { return await call("/metadata"); } catch (err) {
+        if (i >= tries || err.status !== 502) throw err;  // 409 (not Ready) is an answer
+        await new Promise((ok) => setTimeout(ok, 2000));
+      }
+    }
+  }
+  metadata(5).then((m) => {
     meta = m;
     const task = m.parameters.task || "image-classification";
     section.querySelector(".try-image").hidden = task !== "image-classification";
