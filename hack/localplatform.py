@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from localkube import Cluster, NodeAgentSpec, NodeSpec
+from localkube import Cluster, ClusterError, NodeAgentSpec, NodeSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SIMULATED_TAINT = {"key": "tauon.dev/simulated", "value": "true", "effect": "NoSchedule"}
@@ -68,20 +68,36 @@ def install_crds(cluster: Cluster) -> list[str]:
     return names
 
 
-def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics_port: int = 0) -> None:
-    """`tauon-operator run` as a process of the cluster (stopped with it); its Prometheus
-    metrics on `metrics_port` when one is given."""
+def start_operator(cluster: Cluster, kubeconfig: Path | None = None, metrics: bool = False) -> int:
+    """`tauon-operator run` as a process of the cluster (stopped with it); with `metrics`, its
+    Prometheus metrics on a free port, which it returns. A port another process took between
+    choosing it and the operator's bind (a parallel test session's SeaweedFS, say) is given up
+    for another: the operator would otherwise retry the bind forever and reconcile nothing."""
+    from localkube.procutil import free_port, http_ok, terminate
+
     exe = Path(sys.executable).parent / "tauon-operator"
-    args = [str(exe), "run", f"--metrics-port={metrics_port}", "--health-port=0"]
-    cluster.spawn("tauon-operator", args, env={
+    env = {
         "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
         "PYTHONPATH": os.pathsep.join([SOURCE_PATH, os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
         "TAUON_FEEDBACK_POLL_SECONDS": "5",  # status.feedbackCount moves while one watches
         **store_settings(cluster),
-    })
-    time.sleep(2)
-    cluster.check_alive()  # a bad flag or import error shows here, with the log's tail
+    }
+    for _ in range(5):
+        port = free_port() if metrics else 0
+        args = [str(exe), "run", f"--metrics-port={port}", "--health-port=0"]
+        proc = cluster.spawn("tauon-operator", args, env=env)
+        time.sleep(2)
+        cluster.check_alive()  # a bad flag or import error shows here, with the log's tail
+        if not port:
+            return 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if http_ok(f"http://127.0.0.1:{port}/metrics"):
+                return port
+            time.sleep(0.5)
+        terminate([proc], grace=5, group=False)  # the port was not ours: another one
+    raise ClusterError("the operator could not serve its metrics on any of 5 free ports")
 
 
 CONSOLE_NAMESPACE = "tauon-system"

@@ -57,15 +57,13 @@ def tauon_operator(operator_kubeconfig):
 
 
 @pytest.fixture(scope="session")
-def platform_metrics_port() -> int:
+def platform_metrics_port(platform) -> int:
     """Where the platform's operator serves its Prometheus metrics (tests/integration/test_prometheus.py)."""
-    from localkube.procutil import free_port
-
-    return free_port()
+    return platform.operator_metrics_port
 
 
 @pytest.fixture(scope="session")
-def platform(platform_metrics_port):
+def platform():
     """The whole platform on this machine: the control plane, kwok GPU nodes (tainted), a node
     agent that really runs pods, the CRDs, and the operator as its own process with exactly the
     chart's RBAC."""
@@ -73,7 +71,8 @@ def platform(platform_metrics_port):
 
     cluster = localplatform.start(operator=False)
     try:
-        localplatform.start_operator(cluster, chart_rbac_kubeconfig(cluster), platform_metrics_port)
+        cluster.operator_metrics_port = localplatform.start_operator(
+            cluster, chart_rbac_kubeconfig(cluster), metrics=True)
         yield cluster
     finally:
         cluster.stop()
