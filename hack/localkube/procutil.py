@@ -15,7 +15,6 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-
 _GIVEN: set[int] = set()
 
 
@@ -26,11 +25,36 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _claimed_elsewhere(port: int) -> bool:
+    """Claims `port` for this process in a machine-wide registry (a file per port, holding the
+    claimer's pid, under a lock); False when another live process holds the claim. Two test
+    workers (or a demo beside a test run) each choose ports: a port one of them chose but has
+    not bound yet looks free to the other, and then a component answers for another cluster
+    (an etcd /health, a SeaweedFS /metrics) while its own failed to bind."""
+    import fcntl
+    import tempfile
+
+    registry = Path(tempfile.gettempdir()) / "localkube-ports"
+    registry.mkdir(mode=0o777, exist_ok=True)
+    with open(registry / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        claim = registry / str(port)
+        try:
+            holder = int(claim.read_text() or 0)
+        except (OSError, ValueError):
+            holder = 0
+        if holder and holder != os.getpid() and alive(holder):
+            return True
+        claim.write_text(str(os.getpid()))
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
     range: a port from that range (what binding port 0 gives) can be taken by any outgoing
     connection between this call and the server's own bind — a component then fails with
-    "address already in use". Never the same port twice in one process."""
+    "address already in use". Never the same port twice in one process, nor one another live
+    process on this machine was given (see _claimed_elsewhere)."""
     high = _ephemeral_low() - 1
     for _ in range(500):
         port = random.randint(10000, high)
@@ -41,6 +65,8 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if _claimed_elsewhere(port):
+            continue
         _GIVEN.add(port)
         return port
     with socket.socket() as s:  # a crowded range: let the kernel choose
