@@ -17,6 +17,20 @@ from kubetest import (  # noqa: F401 - re-exported for tests that import conftes
     wait_for, wait_phase)
 
 REPO = Path(__file__).resolve().parent.parent
+NODE_AGENT_GROUP = "node-agent"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test`'s two workers (`--dist loadgroup`) take whole modules, except that every
+    module whose pods really run on a node agent (the `platform` fixture's, or marked
+    `xdist_group("node-agent")`) goes to one worker, one module after another: the node agent
+    has this machine's two CPUs, and two such modules at once (training, serving and a browser
+    on each worker's platform) starved servers until their health checks failed."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = NODE_AGENT_GROUP if "platform" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

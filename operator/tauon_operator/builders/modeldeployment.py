@@ -178,9 +178,13 @@ def _deployment(
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
+    # A server busy with a full batch on the CPU can take more than Kubernetes' default second
+    # to answer a health check: with it, a healthy server under load left the Service's
+    # endpoints (and was killed after 30 s) just when it was needed most.
     probe = lambda path, period: {  # noqa: E731
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
+        "timeoutSeconds": 5,
         "failureThreshold": 3,
     }
     # The ONNX export needs no torch: the edge image (200 MiB of packages, not 5 GiB) serves it.
