@@ -44,8 +44,8 @@ demo: setup seaweedfs ## the main job: start the platform locally and show it wo
 test: setup prometheus seaweedfs kueue browser lint ## every test: lint, unit, integration (real API server) and end-to-end
 	@# Two workers, whole modules each: the reliability module's outage and idle windows (~13 min
 	@# of mostly waiting) overlap the rest instead of adding to it. Each worker has its own cluster;
-	@# the modules that run pods on the node agent share one worker (tests/conftest.py).
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	@# the modules that run pods on a node agent share one worker (tests/conftest.py).
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
 	$(VENV)/bin/ruff check operator runtime

@@ -17,20 +17,38 @@ from kubetest import (  # noqa: F401 - re-exported for tests that import conftes
     wait_for, wait_phase)
 
 REPO = Path(__file__).resolve().parent.parent
-NODE_AGENT_GROUP = "node-agent"
+# The modules whose pods really run on a node agent (the `platform` fixture's, and the Kueue
+# module's own cluster): `make test`'s two workers (`--dist loadfile`) take every other module
+# whole, but these all go to one worker, one after another. The node agent has this machine's
+# two CPUs; two such modules at once (trainers, servers and a browser on each worker's
+# platform) starve each other's servers.
+NODE_AGENT_MODULES = ("tests/e2e/", "tests/integration/test_kueue.py",
+                      "tests/integration/test_prometheus.py")
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return "node-agent" if path.startswith(NODE_AGENT_MODULES) else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NodeAgentModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return NodeAgentModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test`'s two workers (`--dist loadgroup`) take whole modules, except that every
-    module whose pods really run on a node agent (the `platform` fixture's, or marked
-    `xdist_group("node-agent")`) goes to one worker, one module after another: the node agent
-    has this machine's two CPUs, and two such modules at once (training, serving and a browser
-    on each worker's platform) starved servers until their health checks failed."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = NODE_AGENT_GROUP if "platform" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    strays = sorted({i.nodeid.split("::")[0] for i in items
+                     if "platform" in i.fixturenames and _scope(i.nodeid) != "node-agent"})
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use the platform: list them in "
+                                "tests/conftest.py NODE_AGENT_MODULES")
 
 
 @pytest.fixture(scope="session")

@@ -25,28 +25,29 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _claimed_elsewhere(port: int) -> bool:
-    """Claims `port` for this process in a machine-wide registry (a file per port, holding the
-    claimer's pid, under a lock); False when another live process holds the claim. Two test
-    workers (or a demo beside a test run) each choose ports: a port one of them chose but has
-    not bound yet looks free to the other, and then a component answers for another cluster
-    (an etcd /health, a SeaweedFS /metrics) while its own failed to bind."""
+def claim(name: str) -> bool:
+    """Claims `name` (a port, a block of pod addresses) for this process in a machine-wide
+    registry: a file per name holding the claimer's pid, under a lock. False when another live
+    process holds it. Two test workers (or a demo beside a test run) each start clusters: a
+    port one of them chose but has not bound yet looks free to the other, and then a component
+    answers for another cluster (an etcd /health, a SeaweedFS /metrics) while its own failed
+    to bind."""
     import fcntl
     import tempfile
 
-    registry = Path(tempfile.gettempdir()) / "localkube-ports"
-    registry.mkdir(mode=0o777, exist_ok=True)
+    registry = Path(tempfile.gettempdir()) / "localkube-claims"
+    registry.mkdir(exist_ok=True)
     with open(registry / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        claim = registry / str(port)
+        held = registry / name
         try:
-            holder = int(claim.read_text() or 0)
+            holder = int(held.read_text() or 0)
         except (OSError, ValueError):
             holder = 0
         if holder and holder != os.getpid() and alive(holder):
-            return True
-        claim.write_text(str(os.getpid()))
-        return False
+            return False
+        held.write_text(str(os.getpid()))
+        return True
 
 
 def free_port() -> int:
@@ -54,7 +55,7 @@ def free_port() -> int:
     range: a port from that range (what binding port 0 gives) can be taken by any outgoing
     connection between this call and the server's own bind — a component then fails with
     "address already in use". Never the same port twice in one process, nor one another live
-    process on this machine was given (see _claimed_elsewhere)."""
+    process on this machine was given (see claim)."""
     high = _ephemeral_low() - 1
     for _ in range(500):
         port = random.randint(10000, high)
@@ -65,7 +66,7 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        if _claimed_elsewhere(port):
+        if not claim(f"port-{port}"):
             continue
         _GIVEN.add(port)
         return port

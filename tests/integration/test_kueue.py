@@ -15,7 +15,7 @@ from localkube.kueue import local_queue, queue_objects
 from localplatform import SIMULATED_TAINT
 from operator_rbac import chart_rbac_kubeconfig
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("node-agent")]  # see conftest
+pytestmark = pytest.mark.cluster
 NS = "research"
 QUEUE = "gpus"
 GROUP = "tauon.dev/v1alpha1"

@@ -103,7 +103,7 @@ with open("/data/out.txt", "w") as f:
     term = st["containerStatuses"][0]["state"]["terminated"]
     assert (st["phase"], term["exitCode"], term["reason"]) == ("Succeeded", 0, "Completed")
     ip = st["podIP"]
-    assert ip.startswith("127.0.") and ip != "127.0.0.1"
+    assert ip.startswith("127.") and ip != "127.0.0.1"  # its own loopback address
     assert p["spec"]["nodeName"] == AGENT
 
     pv = kube.get_json("pv", get(kube, ns, "pvc", "data")["spec"]["volumeName"])

@@ -6,7 +6,7 @@ It registers a Node (InternalIP 127.0.0.1, capacity from this machine or as told
 (node status heartbeat and a Lease in kube-node-lease) and, for every pod whose spec.nodeName is
 its node:
 
-* gives the pod its own loopback address 127.0.0.N (status.podIP),
+* gives the pod its own loopback address 127.B.x.y (status.podIP; B is the agent's own block),
 * prepares its volumes under DIR/pods/<uid>/: persistentVolumeClaim -> the bound PV's hostPath
   directory, emptyDir -> a directory, configMap/secret/downwardAPI/projected (service-account
   tokens from the TokenRequest API) -> files,

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from localkube.kubeapi import KubeApi
-from localkube.nodeagent.addresses import IpPool
+from localkube.nodeagent.addresses import IpPool, claim_block
 from localkube.nodeagent.common import log, now_iso
 from localkube.nodeagent.config import AgentConfig
 from localkube.nodeagent.dns import ClusterDns
@@ -28,7 +28,7 @@ class NodeAgent(NodeRegistration, PodSync, ClusterDns):
         self.api = KubeApi(cfg.kubeconfig)
         self.pods_dir = Path(cfg.state_dir) / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
-        self.ips = IpPool()
+        self.ips = IpPool(claim_block(Path(cfg.state_dir)))
         self.workers: dict[str, PodWorker] = {}
         self.wlock = threading.Lock()
         self.stopped = threading.Event()
