@@ -33,7 +33,7 @@ def test_an_onnx_deployment_answers_like_the_torch_one(digits):  # noqa: F811
     deployment = json.loads(digits.kubectl("get", "deployment", "digits-edge", "-n", NS, "-o", "json").stdout)
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert "tauon-runtime-edge" in container["image"]
-    config = json.loads(digits.kubectl("get", "configmap", "digits-edge-config", "-n", NS, "-o", "json").stdout)
+    config = json.loads(digits.kubectl("get", "configmap", "digits-edge-serving", "-n", NS, "-o", "json").stdout)
     assert json.loads(next(iter(config["data"].values())))["modelFormat"] == "onnx"
 
     test, classes = held_out(digits)

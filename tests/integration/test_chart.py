@@ -339,7 +339,7 @@ def test_dropping_autoscaling_or_the_canary_prunes_them_with_the_charts_rbac(
     try:
         cluster.apply(md, namespace=ns)
         wait_for(lambda: {"horizontalpodautoscaler.autoscaling/web", "deployment.apps/web-canary",
-                          "configmap/web-canary-config"} <= names("hpa,deployments,configmaps"),
+                          "configmap/web-canary-serving"} <= names("hpa,deployments,configmaps"),
                  timeout=60, what="the HPA and the canary")
         wait_for(lambda: (get_json(cluster, "modeldeployments.tauon.dev", "web", "-n", ns)
                           .get("status") or {}).get("canary"), timeout=30, what="status.canary")
@@ -347,8 +347,8 @@ def test_dropping_autoscaling_or_the_canary_prunes_them_with_the_charts_rbac(
         cluster.apply({**md, "spec": {**spec, "replicas": 1}}, namespace=ns)
         wait_for(lambda: not names("hpa,deployments,configmaps") & {
             "horizontalpodautoscaler.autoscaling/web", "deployment.apps/web-canary",
-            "configmap/web-canary-config"}, timeout=10, what="the HPA and the canary pruned")
-        assert {"deployment.apps/web", "configmap/web-config"} <= names("deployments,configmaps")
+            "configmap/web-canary-serving"}, timeout=10, what="the HPA and the canary pruned")
+        assert {"deployment.apps/web", "configmap/web-serving"} <= names("deployments,configmaps")
         wait_for(lambda: "canary" not in (get_json(cluster, "modeldeployments.tauon.dev", "web",
                                                    "-n", ns).get("status") or {}),
                  timeout=10, what="status.canary cleared")

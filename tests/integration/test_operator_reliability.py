@@ -290,7 +290,7 @@ def test_what_others_break_is_repaired_within_seconds(plane, ns, operator):
     try:
         # Deleted: each kind the operator creates for a TrainingJob and a ModelDeployment (a
         # one-process run has no headless Service: the ModelDeployment's stands for the kind).
-        for kind, name in (("service", "web"), ("configmap", "web-config"),
+        for kind, name in (("service", "web"), ("configmap", "web-serving"),
                            ("configmap", "run-config"),
                            ("rolebinding", "run-runtime"), ("role", "run-runtime"),
                            ("serviceaccount", "run-runtime"), ("deployment", "web"),
@@ -316,10 +316,10 @@ def test_what_others_break_is_repaired_within_seconds(plane, ns, operator):
             {"op": "replace", "path": "/rules", "value": [
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]}]))
         back("role", "run-runtime", lambda o: o["rules"] == rules)
-        cm = get_json(plane, "configmap", "web-config", "-n", ns)
-        plane.kubectl("patch", "configmap", "web-config", "-n", ns, "--type=merge",
+        cm = get_json(plane, "configmap", "web-serving", "-n", ns)
+        plane.kubectl("patch", "configmap", "web-serving", "-n", ns, "--type=merge",
                       "-p", json.dumps({"data": {k: "{}" for k in cm["data"]}}))
-        back("configmap", "web-config", lambda o: o["data"] == cm["data"])
+        back("configmap", "web-serving", lambda o: o["data"] == cm["data"])
         # Another manager's field: the HPA's replicas are the HPA's.
         plane.kubectl("scale", "deployment", "elastic", "-n", ns, "--replicas=3")
         time.sleep(5)

@@ -74,7 +74,9 @@ def deployment_name(md: dict[str, Any], canary: bool = False) -> str:
 
 
 def config_map_name(md: dict[str, Any], canary: bool = False) -> str:
-    return child_name(deployment_name(md, canary), "config")
+    """`<deployment>-serving`, not `-config`: a TrainingJob of the same name (a common choice)
+    owns `<name>-config`, and the two overwrote each other's run config."""
+    return child_name(deployment_name(md, canary), "serving")
 
 
 def feedback_claim_name(md: dict[str, Any]) -> str:

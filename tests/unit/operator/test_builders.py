@@ -63,6 +63,19 @@ def test_every_child_is_owned_labelled_and_hashed():
         assert meta["namespace"] == "ml"
 
 
+def test_a_trainingjob_and_a_modeldeployment_of_one_name_share_no_child():
+    # Users name both after the model; the two once wrote one `<name>-config` ConfigMap, and
+    # the server started with the trainer's run config.
+    md = cr("ModelDeployment", "digits", {"model": {"trainingJobRef": {"name": "digits"}},
+                                          "canary": {"model": {"trainingJobRef": {"name": "other"}},
+                                                     "trafficPercent": 20}})
+    serving = modeldeployment.build(md, S, ResolvedModel("digits-output", "model", "a" * 64),
+                                    canary_model=ResolvedModel("other", "model", "b" * 64))
+    training = trainingjob.build(tj("digits", workers=2), S, 0)
+    names = lambda children: {(c["kind"], c["metadata"]["name"]) for c in children}  # noqa: E731
+    assert not names(serving) & names(training)
+
+
 def test_every_pod_meets_the_restricted_profile():
     children = [*dataset.build(cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}}), S),
                 *trainingjob.build(tj(workers=2, hyperparameters={"batchSize": 64}), S, 0),

@@ -182,7 +182,7 @@ def test_removing_the_canary_prunes_its_deployment_and_config_and_clears_its_sta
 
     kube.patch_status = record  # type: ignore[method-assign]
     run(modeldeployment.reconcile(ctl, NS, "web"))
-    assert sorted(kube.writes("delete")) == [("delete", "ConfigMap", "web-canary-config"),
+    assert sorted(kube.writes("delete")) == [("delete", "ConfigMap", "web-canary-serving"),
                                              ("delete", "Deployment", "web-canary")]
     assert patches and patches[-1]["canary"] is None
 
@@ -193,7 +193,7 @@ def test_an_unresolvable_canary_model_is_not_a_reason_to_delete_the_canary():
            "canary": {"model": {"trainingJobRef": {"name": "later"}}, "trafficPercent": 50}}
     kube = FakeKube()
     ctl = controller(kube, cr("ModelDeployment", "web", ref))
-    for kind, name in (("Deployment", "web-canary"), ("ConfigMap", "web-canary-config")):
+    for kind, name in (("Deployment", "web-canary"), ("ConfigMap", "web-canary-serving")):
         ctl.store.observe(kind, "ADDED", {"kind": kind, "metadata": {
             "name": name, "namespace": NS, "labels": {"tauon.dev/modeldeployment": "web"},
             "ownerReferences": [{"uid": "uid-web"}]}, "spec": {}})
