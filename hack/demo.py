@@ -217,9 +217,6 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
                           "GPUS:.status.allocatable.nvidia\\.com/gpu,CPU:.status.allocatable.cpu,"
                           "TAINTS:.spec.taints[*].key").stdout)
 
-    console = localplatform.start_console(cluster, NS)
-    print(f"the console (its own pod, read-only RBAC): {console}/?namespace={NS}")
-
     objects = example_objects(example)
     rel = example.relative_to(REPO) if example.is_relative_to(REPO) else example
     step(f"kubectl apply -f {rel}/")
@@ -250,6 +247,12 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
         acc = (model.get("metrics") or {}).get("accuracy")
         print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} "
               f"sha256 {model.get('sha256')}")
+
+    # The console's pod starts once training is done: the digits trainer asks for both of the
+    # node agent's CPUs, and the console's 50m kept it Pending.
+    step("the console: its own pod, with read-only RBAC")
+    console = localplatform.start_console(cluster, NS)
+    print(f"  {console}/?namespace={NS}")
 
     for name, md_obj in objects["ModelDeployment"].items():
         step(f"the ModelDeployment {name}: serving that model, Ready when every replica has its digest")
