@@ -63,6 +63,11 @@ def _run(command: str, config_path: str | None) -> int:
             PrepareConfig if command == "prepare" else TrainConfig
         )
         cfg: Any = load_config(kind, config_path)
+        if command == "train" and cfg.model is None:
+            raise ConfigError(
+                "model: required by `tauon-runtime train` (a built-in network); a TrainingJob "
+                "without spec.model runs its own spec.command, with tauon_runtime.sdk"
+            )
     except ConfigError as e:
         print(f"tauon-runtime {command}: {e}", file=sys.stderr)
         write_termination_log(

@@ -21,7 +21,8 @@ from tauon_operator.api import Dataset, ModelDeployment, TrainingJob
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+# kustomization.yaml files are kustomize's, not objects to apply
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if p.name != "kustomization.yaml")
 KIND = {"Dataset": Dataset, "TrainingJob": TrainingJob, "ModelDeployment": ModelDeployment}
 
 
@@ -80,6 +81,14 @@ def test_kubectl_explain_teaches_the_api(cluster, crds):
     assert "tabular-classification" in task and "must be the Dataset's" in task
     label = cluster.kubectl("explain", "tds.spec.columns.label").stdout
     assert "class of each row" in label
+    command = " ".join(cluster.kubectl("explain", "tj.spec.command").stdout.split())
+    assert "exactly one of model or command" in command and "tauon_runtime.sdk" in command
+    code = " ".join(cluster.kubectl("explain", "tj.spec.code").stdout.split())
+    assert "mounted read-only at /code" in code and "persistentVolumeClaim" in code
+    metric = " ".join(cluster.kubectl("explain", "tj.spec.evaluation.metric").stdout.split())
+    assert "meanReturn" in metric
+    predictor = " ".join(cluster.kubectl("explain", "mdep.spec.predictor").stdout.split())
+    assert "load(model_dir)" in predictor and "className" in predictor
 
 
 def test_get_tauon_lists_all_three_kinds(cluster, crds, namespace):

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tauon_runtime.contract.serve import Batching, Feedback, ModelFormat
 
+from .code import CodeSource
 from .common import (
     DNS_SUBDOMAIN,
     ApiModel,
@@ -122,6 +123,28 @@ class ModelSource(ApiModel):
         return uri
 
 
+PREDICTOR_CLASS = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Predictor(ApiModel):
+    """Your own predictor class, for a model your own code trained (KServe's custom model):
+    `load(model_dir)` once, then `predict(instances) -> outputs`, one output per instance,
+    behind the same endpoints, batching, metrics and feedback (docs/own-code.md)."""
+
+    class_name: str = Field(
+        min_length=3,
+        max_length=256,
+        pattern=PREDICTOR_CLASS,
+        description="`module:Class`, imported from code (or the image), e.g. "
+        "`predictor:Generator`.",
+    )
+    code: CodeSource | None = Field(
+        None,
+        description="Where the module comes from: a ConfigMap or a claim mounted read-only at "
+        "/code. Unset: the image has it.",
+    )
+
+
 class Autoscaling(ApiModel):
     """A HorizontalPodAutoscaler on CPU utilisation."""
 
@@ -194,6 +217,14 @@ RETRAINING_CANARY_MESSAGE = "retraining runs its own canaries: remove spec.canar
 RETRAINING_FEEDBACK_MESSAGE = "retraining learns from feedback: set feedback.enabled to true"
 
 
+PREDICTOR_FORMAT_MESSAGE = (
+    "a predictor class loads the safetensors weights itself: model.format must be safetensors"
+)
+PREDICTOR_RETRAINING_MESSAGE = (
+    "retraining trains a built-in model on the feedback: it does not go with a predictor class"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired inference service."""
 
@@ -220,6 +251,17 @@ class ModelDeploymentSpec(ApiModel):
                 field_path=".canary",
             ),
             cel(
+                "!has(self.predictor) || (self.model.format != 'onnx' && "
+                "(!has(self.canary) || self.canary.model.format != 'onnx'))",
+                PREDICTOR_FORMAT_MESSAGE,
+                field_path=".predictor",
+            ),
+            cel(
+                "!has(self.predictor) || !has(self.retraining)",
+                PREDICTOR_RETRAINING_MESSAGE,
+                field_path=".retraining",
+            ),
+            cel(
                 "!has(self.retraining) || self.feedback.enabled",
                 RETRAINING_FEEDBACK_MESSAGE,
                 field_path=".feedback.enabled",
@@ -229,6 +271,13 @@ class ModelDeploymentSpec(ApiModel):
 
     model: ModelSource = Field(
         description="The model to serve: exactly one of trainingJobRef, or uri plus sha256."
+    )
+    predictor: Predictor | None = Field(
+        None,
+        description="Serve the model through your own predictor class instead of the "
+        "built-in classifier (for a model your own training code exported): the server calls "
+        "its load(model_dir) once, then predict(instances) with each batch, behind the same "
+        "endpoints, batching, metrics and feedback (docs/own-code.md).",
     )
     replicas: int | None = Field(
         None, ge=0, le=1000, description="Fixed number of replicas. Unset: 1, or autoscaling."
@@ -271,6 +320,17 @@ class ModelDeploymentSpec(ApiModel):
         formats = {self.model.format, self.canary.model.format if self.canary else "safetensors"}
         if "onnx" in formats and self.resources.gpus:
             raise ValueError(ONNX_ON_CPU_MESSAGE)
+        return self
+
+    @model_validator(mode="after")
+    def _predictor(self) -> ModelDeploymentSpec:
+        if self.predictor is None:
+            return self
+        formats = {self.model.format, self.canary.model.format if self.canary else "safetensors"}
+        if "onnx" in formats:
+            raise ValueError(PREDICTOR_FORMAT_MESSAGE)
+        if self.retraining is not None:
+            raise ValueError(PREDICTOR_RETRAINING_MESSAGE)
         return self
 
     @model_validator(mode="after")

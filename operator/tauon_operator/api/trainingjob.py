@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from tauon_runtime.contract.train import (
+    BUILTIN_EVALUATION_METRICS,
     CHANNELS_LAST_DESCRIPTION,
     PRECISION_DESCRIPTION,
     Checkpoint,
@@ -21,6 +22,7 @@ from tauon_runtime.contract.train import (
     Precision,
 )
 
+from .code import COMMAND_ITEMS, Argument, CodeSource
 from .common import (
     DNS_SUBDOMAIN,
     INT32_MAX,
@@ -40,6 +42,10 @@ from .common import (
 from .core import NodeLabels, affinity_field, node_selector_field, tolerations_field
 
 MAX_WORKERS = 128
+DATASET_REQUIRED_MESSAGE = (
+    "datasetRef is required with model: a built-in network trains on a Dataset"
+)
+ONE_OF_MESSAGE = "set exactly one of model (a built-in network) or command (your own training code)"
 MAX_BACKOFF_LIMIT = 100  # also the highest attempt number: worker Jobs are `<name>-a<attempt>`
 
 
@@ -86,22 +92,86 @@ class TrainingJobSpec(ApiModel):
                 "fp16 needs GPUs: use bf16 or fp32 on CPU",
                 field_path=".precision",
             ),
+            cel("has(self.model) != has(self.command)", ONE_OF_MESSAGE, field_path=".model"),
+            cel(
+                "!has(self.model) || has(self.datasetRef)",
+                DATASET_REQUIRED_MESSAGE,
+                field_path=".datasetRef",
+            ),
+            cel(
+                "has(self.datasetRef) == has(oldSelf.datasetRef)",
+                "datasetRef is immutable: create a new TrainingJob to train on other data",
+                field_path=".datasetRef",
+                reason="FieldValueForbidden",
+            ),
+            cel(
+                "has(self.command) || (!has(self.args) && !has(self.code))",
+                "args and code go with command: they are for your own code",
+                field_path=".command",
+            ),
+            cel(
+                "!has(self.model) || self.evaluation.metric in ['accuracy', 'f1']",
+                "a built-in model is evaluated on accuracy or f1; other metrics are your own "
+                "code's",
+                field_path=".evaluation.metric",
+            ),
+            cel(
+                "has(self.model) || !has(self.earlyStopping)",
+                "earlyStopping is the built-in loop's: your own code decides when it stops",
+                field_path=".earlyStopping",
+            ),
+            cel(
+                "has(self.model) == has(oldSelf.model)",
+                "a TrainingJob cannot switch between a built-in model and its own command: "
+                "create a new TrainingJob",
+                field_path=".model",
+                reason="FieldValueForbidden",
+            ),
         )
     }
 
-    dataset_ref: LocalObjectRef = Field(
-        description="The Dataset to train on, in the same namespace. Immutable: a run's data "
+    dataset_ref: LocalObjectRef | None = Field(
+        None,
+        description="The Dataset to train on, in the same namespace; required with model (your "
+        "own code may need none: a reinforcement learner's data is its environment). Immutable: "
+        "a run's data "
         "cannot change (an API-server rule cannot see whether the run is active, so it is "
         "frozen from creation; create a new TrainingJob instead).",
         json_schema_extra=rules(
             immutable("datasetRef", "create a new TrainingJob to train on other data")
         ),
     )
-    model: ModelSpec = Field(
-        description="The network to train. Immutable from creation, like datasetRef.",
+    model: ModelSpec | None = Field(
+        None,
+        description="The built-in network to train (exactly one of model or command). "
+        "Immutable from creation, like datasetRef.",
         json_schema_extra=rules(
             immutable("model", "create a new TrainingJob to train a different model")
         ),
+    )
+    command: tuple[Argument, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=COMMAND_ITEMS,
+        description="Your own training program instead of a built-in model (exactly one of "
+        "model or command), e.g. `[python, train.py]`. It runs in the worker pods under the "
+        "same contract: torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR; "
+        "several processes go through torchrun), the prepared Dataset at TAUON_DATASET_DIR, "
+        "checkpoints at TAUON_CHECKPOINT_DIR (kept across restarts), the output at "
+        "TAUON_OUTPUT_DIR, and tauon_runtime.sdk to report progress and metrics and export the "
+        "model (docs/own-code.md). Immutable, like model.",
+        json_schema_extra=rules(
+            immutable("command", "create a new TrainingJob to run different code")
+        ),
+    )
+    args: tuple[Argument, ...] | None = Field(
+        None, max_length=COMMAND_ITEMS, description="Arguments to command."
+    )
+    code: CodeSource | None = Field(
+        None,
+        description="Where command's code comes from, with no image to build: a ConfigMap or a "
+        "claim mounted read-only at /code (the working directory, on PYTHONPATH). Unset: the "
+        "image has it.",
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters, description="Epochs, batch size, optimizer and schedule."
@@ -171,10 +241,24 @@ class TrainingJobSpec(ApiModel):
     tolerations: tuple[dict[str, Any], ...] | None = tolerations_field("worker pods")
     node_selector: NodeLabels | None = node_selector_field("worker pods")
     affinity: dict[str, Any] | None = affinity_field("worker pods")
-    image: Image | None = None
+    image: Image | None = Field(
+        None,
+        description="Container image of the workers. Unset: the runtime image the operator was "
+        "installed with (it has PyTorch and tauon_runtime.sdk; your command can bring its own).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainingJobSpec:
+        if (self.model is None) == (self.command is None):
+            raise ValueError(ONE_OF_MESSAGE)
+        if self.model is not None and self.dataset_ref is None:
+            raise ValueError(DATASET_REQUIRED_MESSAGE)
+        if self.command is None and (self.args is not None or self.code is not None):
+            raise ValueError("args and code go with command: they are for your own code")
+        if self.model is not None and self.evaluation.metric not in BUILTIN_EVALUATION_METRICS:
+            raise ValueError("evaluation.metric: a built-in model is evaluated on accuracy or f1")
+        if self.model is None and self.early_stopping is not None:
+            raise ValueError("earlyStopping is the built-in loop's: your own code decides")
         if self.resources.gpus and self.processes_per_worker > self.resources.gpus:
             raise ValueError("processesPerWorker cannot exceed resources.gpus")
         hp = self.hyperparameters

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tauon_operator.api import ModelDeployment
+from tauon_operator.api.code import CODE_MOUNT
 from tauon_operator.builders import pod
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
@@ -21,7 +22,7 @@ from tauon_runtime.contract.keys import (
     TRACK_LABEL,
     feedback_key,
 )
-from tauon_runtime.contract.serve import CanaryForward
+from tauon_runtime.contract.serve import CanaryForward, CustomPredictor
 
 MODEL_MOUNT = "/models"
 FEEDBACK_MOUNT = "/feedback"
@@ -157,6 +158,14 @@ def serve_config(
             if forward_percent and settings
             else None
         ),
+        predictor=(
+            CustomPredictor(
+                class_name=spec.predictor.class_name,
+                code_dir=CODE_MOUNT if spec.predictor.code else None,
+            )
+            if spec.predictor
+            else None
+        ),
     )
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
@@ -177,6 +186,7 @@ def _deployment(
     run_config = serve_config(md, model, canary, settings, forward_percent)
     config = pod.config_map(cm_meta, run_config)
     on_claim = spec.feedback.enabled and not feedback_in_store(md, settings)
+    code = spec.predictor.code if spec.predictor else None
     meta = object_meta(md, name, component, {TRACK_LABEL: track})
     selector = {PARENT_LABEL["ModelDeployment"]: md["metadata"]["name"], TRACK_LABEL: track}
     port = settings.serve_port
@@ -206,6 +216,7 @@ def _deployment(
         volume_mounts=[
             {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
             *([{"name": "feedback", "mountPath": FEEDBACK_MOUNT}] if on_claim else []),
+            *([{"name": "code", "mountPath": CODE_MOUNT, "readOnly": True}] if code else []),
         ],
     )
     init_containers = []
@@ -243,7 +254,7 @@ def _deployment(
             "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True},
         }
     )
-    volumes = [*pod.base_volumes(cm_meta["name"]), model_volume]
+    volumes = [*pod.base_volumes(cm_meta["name"]), model_volume, *([code.volume()] if code else [])]
     if on_claim:
         volumes.append(
             {"name": "feedback", "persistentVolumeClaim": {"claimName": feedback_claim_name(md)}}

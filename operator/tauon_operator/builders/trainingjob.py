@@ -13,12 +13,22 @@ from typing import Any
 
 from tauon_operator import queueing
 from tauon_operator.api import API_VERSION, TRAININGJOBS, TrainingJob, TrainingJobSpec
+from tauon_operator.api.code import CODE_MOUNT
 from tauon_operator.builders import access, pod
 from tauon_operator.builders.dataset import DATA_MOUNT, claim_name
 from tauon_operator.meta import PARENT_LABEL, child_name, object_meta, with_spec_hash
 from tauon_operator.settings import Settings
 from tauon_runtime.contract import PERMANENT_EXIT_CODES, TrainConfig
-from tauon_runtime.contract.keys import ATTEMPT_LABEL, ENV_ATTEMPT, ENV_RUN_UID, ENV_WORKERS
+from tauon_runtime.contract.keys import (
+    ATTEMPT_LABEL,
+    ENV_ATTEMPT,
+    ENV_CHECKPOINT_DIR,
+    ENV_CONFIG_PATH,
+    ENV_DATASET_DIR,
+    ENV_OUTPUT_DIR,
+    ENV_RUN_UID,
+    ENV_WORKERS,
+)
 
 OUTPUT_MOUNT = "/output"
 MODEL_SUBDIR = "model"
@@ -63,20 +73,46 @@ def run_config(tj: dict[str, Any]) -> str:
     return cfg.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def command_args(workers: int, nproc: int, master: str, port: int) -> tuple[list[str], list[str]]:
-    """One process runs the runtime directly; more go through torchrun's static rendezvous."""
-    train = ["train", "--config", pod.CONFIG_FILE]
+def command_args(
+    workers: int, nproc: int, master: str, port: int, own: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """One process runs the runtime (or `own`, a TrainingJob's command and args) directly; more
+    go through torchrun's static rendezvous."""
+    if own is None:
+        program = ["tauon-runtime", "train", "--config", pod.CONFIG_FILE]
+        under_torchrun = ["-m", "tauon_runtime", *program[1:]]
+    else:
+        program, under_torchrun = own, ["--no-python", *own]
     if workers * nproc == 1:
-        return ["tauon-runtime"], train
+        return program[:1], program[1:]
     return ["torchrun"], [
         f"--nnodes={workers}",
         f"--nproc-per-node={nproc}",
         "--node-rank=$(JOB_COMPLETION_INDEX)",
         f"--master-addr={master}",
         f"--master-port={port}",
-        "-m",
-        "tauon_runtime",
-        *train,
+        *under_torchrun,
+    ]
+
+
+def own_code_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    """What a TrainingJob's own command finds besides torchrun's variables: where the run
+    config, the prepared data, the checkpoints and the output are (tauon_runtime.sdk reads
+    them). One process is not started by torchrun, so its variables are set here."""
+    if spec.command is None:
+        return []
+    single = spec.workers * spec.processes_per_worker == 1
+    return [
+        {"name": ENV_CONFIG_PATH, "value": pod.CONFIG_FILE},
+        *([{"name": ENV_DATASET_DIR, "value": DATA_MOUNT}] if spec.dataset_ref else []),
+        {"name": ENV_OUTPUT_DIR, "value": OUTPUT_MOUNT},
+        {"name": ENV_CHECKPOINT_DIR, "value": f"{OUTPUT_MOUNT}/checkpoints"},
+        *([{"name": "PYTHONPATH", "value": CODE_MOUNT}] if spec.code is not None else []),
+        *(
+            {"name": k, "value": "0" if k.endswith("RANK") else "1"}
+            for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+            if single
+        ),
     ]
 
 
@@ -110,8 +146,22 @@ def build(
             "ports": [{"name": "rendezvous", "port": settings.master_port}],
         },
     }
+    data = (
+        [
+            {
+                "name": "data",
+                "persistentVolumeClaim": {
+                    "claimName": claim_name({"metadata": {"name": spec.dataset_ref.name}}),
+                    "readOnly": True,
+                },
+            }
+        ]
+        if spec.dataset_ref
+        else []
+    )
+    own = [*spec.command, *(spec.args or ())] if spec.command is not None else None
     command, args = command_args(
-        spec.workers, spec.processes_per_worker, master, settings.master_port
+        spec.workers, spec.processes_per_worker, master, settings.master_port, own
     )
     env = [
         *access.status_env(API_VERSION, TRAININGJOBS, tj),
@@ -122,6 +172,7 @@ def build(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         *(pod.store_env(settings) if to_store else []),
         *([{"name": ENV_RUN_UID, "value": tj["metadata"].get("uid", "")}] if to_store else []),
+        *own_code_env(spec),
     ]
     container = pod.runtime_container(
         settings,
@@ -133,15 +184,17 @@ def build(
             str(spec.resources.cpu), str(spec.resources.memory), spec.resources.gpus
         ),
         volume_mounts=[
-            {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
+            *([{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}] if data else []),
             {"name": "output", "mountPath": OUTPUT_MOUNT},
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "api-token", "mountPath": access.TOKEN_DIR, "readOnly": True},
+            *([{"name": "code", "mountPath": CODE_MOUNT, "readOnly": True}] if spec.code else []),
         ],
     )
     container["command"] = command
+    if spec.code is not None:
+        container["workingDir"] = CODE_MOUNT
     container["ports"] = [{"name": "rendezvous", "containerPort": settings.master_port}]
-    dataset = spec.dataset_ref.name
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # the operator restarts the whole group, not one worker
         "subdomain": svc,
@@ -151,19 +204,14 @@ def build(
         "containers": [container],
         "volumes": [
             *pod.base_volumes(config_map_name(tj)),
-            {
-                "name": "data",
-                "persistentVolumeClaim": {
-                    "claimName": claim_name({"metadata": {"name": dataset}}),
-                    "readOnly": True,
-                },
-            },
+            *data,
             {"name": "output", "emptyDir": {}}
             if to_store
             else {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(tj)}},
             # DataLoader workers share tensors through /dev/shm; the default 64Mi is too small.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             access.token_volume(),
+            *([spec.code.volume()] if spec.code else []),
         ],
         **pod.placement(settings, spec, spec.resources.gpus),
     }

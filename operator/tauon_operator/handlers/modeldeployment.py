@@ -190,6 +190,8 @@ async def retraining_step(
     fingerprint = retraining.fingerprint(md["spec"]["model"])
     recipe_name = md["spec"]["model"]["trainingJobRef"]["name"]
     recipe = ctl.store.get("TrainingJob", ns, recipe_name)
+    if recipe is not None and not recipe["spec"].get("datasetRef"):
+        recipe = None  # own code with no Dataset has no feedback to be retrained on
     promoted = state.champion if state.champion and state.champion.over == fingerprint else None
     champion_digest = promoted.digest if promoted else (spec_model.sha256 if spec_model else None)
     if promoted:

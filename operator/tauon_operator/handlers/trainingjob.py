@@ -35,7 +35,8 @@ async def reconcile(ctl: Controller, namespace: str, name: str) -> None:
     # observe
     now = utcnow()
     n = attempt(tj)
-    dataset = ctl.store.get("Dataset", namespace, tj["spec"]["datasetRef"]["name"])
+    ref = tj["spec"].get("datasetRef")
+    dataset = ctl.store.get("Dataset", namespace, ref["name"]) if ref else None
     job = ctl.store.get("Job", namespace, build.worker_job_name(tj, n))
     pods = ctl.store.select("Pod", namespace, {PARENT_LABEL[KIND]: name, ATTEMPT_LABEL: str(n)})
     if (refused := observe.untolerated(pods)) is not None:

@@ -30,7 +30,10 @@ async def dataset_event(type, body, **_):
     ctl = controller()
     ctl.enqueue("Dataset", ns, name)
     for tj in ctl.store.all("TrainingJob"):
-        if tj["metadata"]["namespace"] == ns and tj["spec"]["datasetRef"]["name"] == name:
+        if (
+            tj["metadata"]["namespace"] == ns
+            and (tj["spec"].get("datasetRef") or {}).get("name") == name
+        ):
             ctl.enqueue("TrainingJob", ns, tj["metadata"]["name"])
     for ds in ctl.store.all("Dataset"):  # a Dataset built on this one's version
         if ds["metadata"]["namespace"] == ns and dataset.base_of(ds) == name:

@@ -83,10 +83,11 @@ def trainingjob_plan(
     if prev.get("phase") in TERMINAL:
         return _finished(tj, prev, gen, now)
 
-    ds_name = spec["datasetRef"]["name"]
+    ds_name = (spec.get("datasetRef") or {}).get("name")
     # The Dataset matters until the workers exist: a running attempt has its data mounted and
     # finishes with it even if the Dataset is deleted meanwhile (only a new attempt needs it).
-    if job is None and dataset is None:
+    # Own code without a datasetRef needs none.
+    if ds_name and job is None and dataset is None:
         return plan(
             Phase.PENDING,
             c.standard(
@@ -98,7 +99,7 @@ def trainingjob_plan(
             ),
         )
     ds_phase = ((dataset or {}).get("status") or {}).get("phase")
-    if job is None and ds_phase == "Failed":
+    if ds_name and job is None and ds_phase == "Failed":
         return plan(
             Phase.PENDING,
             c.standard(
@@ -109,7 +110,7 @@ def trainingjob_plan(
                 **job_like,
             ),
         )
-    if job is None and ds_phase != "Ready":
+    if ds_name and job is None and ds_phase != "Ready":
         return plan(
             Phase.PENDING,
             c.standard(
@@ -304,8 +305,9 @@ def _succeeded(
     model = {**(prev.get("model") or {}), **(result.get("model") or {})}
     # A model published to the artifact store is where the runtime says (s3://...); otherwise it
     # is on the output claim.
-    if not str(model.get("location", "")).startswith("s3://"):
+    if model and not str(model.get("location", "")).startswith("s3://"):
         model["location"] = location
+    # Own code that exported nothing has no model: status.model stays unset.
     artifact = ModelArtifact.model_validate(model) if model else None
     acc = artifact.metrics.get("accuracy") if artifact else None
     msg = "training finished" + (f", test accuracy {acc:.4f}" if acc is not None else "")

@@ -25,6 +25,10 @@ ENV_STATUS_API_URL = "TAUON_STATUS_API_URL"  # overrides KUBERNETES_SERVICE_HOST
 ENV_SERVICEACCOUNT_DIR = "TAUON_SERVICEACCOUNT_DIR"  # the projected token the runtime reports with
 ENV_TERMINATION_LOG = "TAUON_TERMINATION_LOG"  # the result JSON, read back from the pod status
 ENV_WORKERS = "TAUON_WORKERS"
+# What a TrainingJob's own command finds (tauon_runtime.sdk reads them; so can any program).
+ENV_DATASET_DIR = "TAUON_DATASET_DIR"  # the prepared Dataset, read-only
+ENV_OUTPUT_DIR = "TAUON_OUTPUT_DIR"
+ENV_CHECKPOINT_DIR = "TAUON_CHECKPOINT_DIR"  # kept across restarts (and in the store, if any)
 ENV_ATTEMPT = "TAUON_ATTEMPT"
 
 # Metadata keys on the objects the operator creates.

@@ -40,6 +40,16 @@ class CanaryForward(ContractModel):
     traffic_percent: float = Field(ge=0, le=100, description="Share of prediction requests sent.")
 
 
+class CustomPredictor(ContractModel):
+    """A user's predictor class (`load(model_dir)`, `predict(instances)`), served instead of
+    the built-in classifier."""
+
+    class_name: str = Field(min_length=3, description="`module:Class`.")
+    code_dir: str | None = Field(
+        None, description="Runtime only: a directory put first on sys.path (the code volume)."
+    )
+
+
 class ServeConfig(ContractModel):
     """What `tauon-runtime serve` reads."""
 
@@ -81,4 +91,7 @@ class ServeConfig(ContractModel):
         "replica of the deployment shares its predictions and feedback; wins over feedbackPath.",
     )
     device: Device = Field("auto", description="auto picks CUDA when present.")
+    predictor: CustomPredictor | None = Field(
+        None, description="Serve through a user's predictor class instead of the classifier."
+    )
     top_k: int = Field(5, ge=1, le=1000, description="Labels returned by /v1/predict.")

@@ -30,7 +30,9 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "cosine", "step", "onecycle"]
 Precision = Literal["fp32", "bf16", "fp16"]
 MonitoredMetric = Literal["accuracy", "loss", "f1"]
-EvaluationMetric = Literal["accuracy", "f1"]
+# What the built-in loop measures on the test split; a team's own code names its own metrics.
+BUILTIN_EVALUATION_METRICS = ("accuracy", "f1")
+METRIC_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
 # Architectures each task can build; "mlp" serves both (flattened pixels, or the features).
@@ -218,16 +220,37 @@ class EarlyStopping(ContractModel):
 class Evaluation(ContractModel):
     """The final evaluation on the test split, and the bar a model must clear to be accepted."""
 
-    metric: EvaluationMetric = Field(
-        "accuracy", description="Test metric the model is accepted on: `accuracy` or `f1` (macro)."
+    model_config = {
+        "json_schema_extra": rules(
+            cel(
+                "!(self.metric in ['accuracy', 'f1']) || self.minimum <= 1.0",
+                "evaluation.minimum of accuracy or f1 is a fraction: at most 1",
+                field_path=".minimum",
+            ),
+        )
+    }
+
+    metric: str = Field(
+        "accuracy",
+        min_length=1,
+        max_length=63,
+        pattern=METRIC_NAME,
+        description="Test metric the model is accepted on: `accuracy` or `f1` (macro) for a "
+        "built-in model; for your own code, a metric it reports when it exports "
+        "(`meanReturn`, `inceptionScore`, ...). Higher is better.",
     )
     minimum: float = Field(
         0.0,
         ge=0,
-        le=1,
         description="The model is published only if the test metric reaches this value; "
         "otherwise the TrainingJob fails with reason BelowEvaluationGate. 0 accepts any model.",
     )
+
+    @model_validator(mode="after")
+    def _fraction(self) -> Evaluation:
+        if self.metric in BUILTIN_EVALUATION_METRICS and self.minimum > 1:
+            raise ValueError("evaluation.minimum of accuracy or f1 is a fraction: at most 1")
+        return self
 
 
 OutputStore = Literal["default", "pvc"]
@@ -265,7 +288,9 @@ CHANNELS_LAST_DESCRIPTION = "Use the channels_last memory format (faster convolu
 class TrainConfig(ContractModel):
     """What `tauon-runtime train` reads: the TrainingJob's spec pieces plus runtime-only paths."""
 
-    model: ModelSpec = Field(description="The network to train.")
+    model: ModelSpec | None = Field(
+        None, description="The network to train. Unset: the TrainingJob runs its own command."
+    )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters, description="Epochs, batch size, optimizer and schedule."
     )

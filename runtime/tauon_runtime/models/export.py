@@ -132,6 +132,12 @@ def load_exported(
     `expected_sha256` (when given), and only then deserialized from the same bytes.
     """
     card, payload = _read_verified(model_dir, expected_sha256)
+    if card.get("task") == "custom":
+        raise ValueError(
+            f"the model in {model_dir} was exported by its own training code "
+            "(tauon_runtime.sdk): serve it through its predictor class (ModelDeployment "
+            "spec.predictor)"
+        )
     c, h, _ = card["inputShape"]
     model = build_model(
         card["architecture"], card["numClasses"], c, h, card.get("modelOptions") or {}

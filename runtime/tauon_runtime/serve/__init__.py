@@ -75,15 +75,29 @@ async def serve(config, *, stop: asyncio.Event | None = None) -> int:
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
     try:
-        model = await loop.run_in_executor(
-            None,
-            ServedModel.load,
-            config.model_dir,
-            config.model_name,
-            config.expected_sha256,
-            config.device,
-            config.model_format,
-        )
+        model: ServedModel
+        if config.predictor is not None:  # a user's class (spec.predictor)
+            from .custom import CustomModel
+
+            model = await loop.run_in_executor(
+                None,
+                CustomModel.load_predictor,
+                config.model_dir,
+                config.model_name,
+                config.expected_sha256,
+                config.predictor.class_name,
+                config.predictor.code_dir,
+            )
+        else:
+            model = await loop.run_in_executor(
+                None,
+                ServedModel.load,
+                config.model_dir,
+                config.model_name,
+                config.expected_sha256,
+                config.device,
+                config.model_format,
+            )
         await activate(app, model)
     except Exception as e:
         reason = "ModelIntegrity" if isinstance(e, ModelIntegrityError) else "ModelLoadFailed"

@@ -34,7 +34,7 @@ from aiohttp import web
 from tauon_runtime.contract import ServeConfig
 from tauon_runtime.store import ArtifactStore, StoreConfig, StoreError
 
-from . import binary, canary, jsonio
+from . import binary, canary, custom, jsonio
 from .batcher import Arrival, BatcherClosed, DynamicBatcher, Overloaded
 from .codec import decode_v2_input, encode_v2_output, parse_array_body
 from .envelope import (
@@ -202,7 +202,7 @@ async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.
         ) from None
     except BatcherClosed as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
-    if not np.isfinite(probs).all():  # finite FP32 input can still overflow inside the model
+    if probs.dtype != object and not np.isfinite(probs).all():  # overflow inside the model
         raise BadInput(
             "the model's output is not finite for this input; send values on the 0..255 pixel scale"
         )
@@ -210,16 +210,25 @@ async def _infer(state: ServeState, inputs: np.ndarray, arrival: Arrival) -> np.
 
 
 def _remember(state: ServeState, probs: np.ndarray, samples: np.ndarray, source: str) -> list[str]:
-    """Give each prediction an id and remember it (with its input) for feedback."""
+    """Give each prediction an id and remember it (with its input) for feedback. A predictor
+    class's outputs are remembered under their text when they are scalars (an action, say)."""
     assert state.model is not None
     classes = state.model.classes
     ids = []
-    top = probs.argmax(axis=1)
+    custom_model = isinstance(state.model, custom.CustomModel)
+    top = range(len(probs)) if custom_model else probs.argmax(axis=1)
     shared = state.feedback if isinstance(state.feedback, SharedFeedback) else None
     for i, k in enumerate(top):
         pid = shared.new_id() if shared else str(uuid.uuid4())
-        label = classes[int(k)]
-        record = make_record(pid, label, float(probs[i, k]), source, samples[i], KEEP_INPUT_BYTES)
+        if custom_model:
+            label, score, sample = (
+                custom.output_label(probs[i]),
+                1.0,
+                custom.input_bytes(samples[i]),
+            )
+        else:
+            label, score, sample = classes[int(k)], float(probs[i, k]), samples[i]
+        record = make_record(pid, label, score, source, sample, KEEP_INPUT_BYTES)
         if shared:  # every replica can join feedback to it, after a restart too
             shared.record(record, state.model.digest)
         else:
@@ -265,6 +274,22 @@ def _versioned_model(request: web.Request) -> ServedModel:
 async def model_metadata(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = _versioned_model(request)
+    if isinstance(model, custom.CustomModel):
+        return jsonio.response(
+            {
+                "name": model.name,
+                "versions": [_version(model)],
+                "platform": "custom",
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1]}],
+                "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1]}],
+                "parameters": {
+                    "predictor": model.architecture,
+                    "sha256": model.digest,
+                    "task": model.card.get("task") or "custom",
+                    "maxBatchSize": state.config.batching.max_batch_size,
+                },
+            }
+        )
     c, h, w = model.chw
     return jsonio.response(
         {
@@ -330,6 +355,8 @@ async def infer(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = _versioned_model(request)
     assert state.batcher is not None
+    if isinstance(model, custom.CustomModel):
+        return await _custom_infer(request, state, model)
     with state.batcher.arrival() as arrival:
         body = await _read_body(request)
         x, req = await _off_loop(
@@ -364,6 +391,34 @@ async def infer(request: web.Request) -> web.Response:
     if req.id is not None:
         response["id"] = req.id
     return binary.response(response, chunks)
+
+
+async def _custom_infer(
+    request: web.Request, state: ServeState, model: custom.CustomModel
+) -> web.Response:
+    assert state.batcher is not None
+    with state.batcher.arrival() as arrival:
+        body = await _read_body(request)
+        x, req = await _off_loop(
+            len(body), custom.v2_instances, body, request.headers.get(binary.HEADER)
+        )
+        for o in req.outputs or []:
+            if o.name != "output":
+                raise BadInput(f"unknown output {o.name[:256]!r}; this model has 'output'")
+        outputs = await _infer(state, x, arrival)
+    custom.check_refused(outputs)
+    ids = _remember(state, outputs, x, "v2")
+    as_binary = req.wants_binary(req.outputs[0] if req.outputs else None)
+    out, raw = custom.v2_outputs(outputs, as_binary)
+    response: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": _version(model),
+        "outputs": [out],
+        "parameters": {"predictionIds": ids, "modelDigest": model.digest},
+    }
+    if req.id is not None:
+        response["id"] = req.id
+    return binary.response(response, [raw] if raw is not None else [])
 
 
 # ------------------------------------------------------------------------------------------
@@ -447,8 +502,10 @@ def _top_k(request: web.Request, default: int, num_classes: int) -> int:
 async def predict(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = state.require_model(state.config.model_name)
-    k = _top_k(request, state.config.top_k, len(model.classes))
     assert state.batcher is not None
+    if isinstance(model, custom.CustomModel):
+        return await _custom_predict(request, state, model)
+    k = _top_k(request, state.config.top_k, len(model.classes))
     with state.batcher.arrival() as arrival:
         x, remembered, source = await _predict_inputs(request, state, model)
         probs = await _infer(state, x, arrival)
@@ -460,6 +517,28 @@ async def predict(request: web.Request) -> web.Response:
         predictions.append(
             {"predictionId": pid, "label": top[0]["label"], "score": top[0]["score"], "topK": top}
         )
+    return jsonio.response(
+        {"predictions": predictions, "modelName": model.name, "modelDigest": model.digest}
+    )
+
+
+async def _custom_predict(
+    request: web.Request, state: ServeState, model: custom.CustomModel
+) -> web.Response:
+    """`{"instances": [...]}` through the predictor class: one output per instance."""
+    assert state.batcher is not None
+    if request.content_type not in JSON_TYPES | SNIFF_TYPES:
+        raise BadInput('a predictor class takes application/json {"instances": [...]}', 415)
+    with state.batcher.arrival() as arrival:
+        body = await _read_body(request)
+        x = await _off_loop(len(body), custom.v1_instances, body)
+        outputs = await _infer(state, x, arrival)
+    custom.check_refused(outputs)
+    ids = _remember(state, outputs, x, "array")
+    predictions = [
+        {"predictionId": pid, "output": out}
+        for pid, out in zip(ids, custom.outputs_json(outputs), strict=True)
+    ]
     return jsonio.response(
         {"predictions": predictions, "modelName": model.name, "modelDigest": model.digest}
     )
@@ -482,7 +561,7 @@ async def feedback(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="feedback is not enabled on this deployment (feedback.enabled)")
     body = parse(FeedbackRequest, jsonio.loads(await _read_body(request)), "feedback")
     true_label = body.given_label
-    if true_label is not None and true_label not in model.classes:
+    if true_label is not None and model.classes and true_label not in model.classes:
         shown = ", ".join(model.classes[:20]) + (", ..." if len(model.classes) > 20 else "")
         raise BadInput(f"label {true_label[:100]!r} is not one of the model's classes: {shown}")
     pid = body.prediction_id

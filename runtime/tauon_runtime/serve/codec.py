@@ -24,6 +24,7 @@ __all__ = [
     "V2_DATATYPES",
     "BadInput",
     "decode_v2_input",
+    "decode_v2_tensor",
     "encode_v2_output",
     "parse_array_body",
 ]
@@ -230,6 +231,33 @@ def decode_v2_input(
     else:
         values = _from_binary(tensor, datatype, count, data)
     return as_model_input(values, f"input {name!r}").reshape(shape)
+
+
+def decode_v2_tensor(
+    tensor: RequestInput, max_batch: int, data: memoryview | None = None
+) -> np.ndarray:
+    """Any numeric v2 input tensor -> its values, in its own shape and datatype: the rows a
+    predictor class gets, one per instance."""
+    datatype = tensor.datatype.upper()
+    if datatype not in V2_DATATYPES:
+        raise BadInput(
+            f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
+            f"{', '.join(V2_DATATYPES)}"
+        )
+    shape = tensor.shape
+    if not shape or shape[0] < 1:
+        raise BadInput(f"input {tensor.name!r} has an empty batch (shape {_shape_str(shape)})")
+    if shape[0] > max_batch:
+        raise BadInput(
+            f"input {tensor.name!r} has a batch of {shape[0]}; at most {max_batch} per request"
+        )
+    count = math.prod(shape)
+    if data is not None:
+        return _from_binary(tensor, datatype, count, data).reshape(shape)
+    values = _from_json(tensor, datatype, count)  # checked against the type's range
+    return values.astype(np.float32 if datatype == "BF16" else V2_DATATYPES[datatype]).reshape(
+        shape
+    )
 
 
 def encode_v2_output(

@@ -20,7 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from tauon_runtime import tasks
-from tauon_runtime.contract import EarlyStopping, Hyperparameters, TrainConfig
+from tauon_runtime.contract import EarlyStopping, Hyperparameters, ModelSpec, TrainConfig
 from tauon_runtime.contract.keys import ENV_RUN_UID
 from tauon_runtime.data.dataset import BatchDataset, PreparedDataset, Split
 from tauon_runtime.models import build_model, export_model
@@ -125,8 +125,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class NoBuiltinModel(ValueError):
+    """`tauon-runtime train` trains the zoo's models; a run config without one is own code's."""
+
+
+def builtin_model(cfg: TrainConfig) -> ModelSpec:
+    if cfg.model is None:
+        raise NoBuiltinModel(
+            "the run config has no model: `tauon-runtime train` trains a built-in network; a "
+            "TrainingJob without spec.model runs its spec.command instead"
+        )
+    return cfg.model
+
+
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Run a training job to completion; return the result (also the `finished` event)."""
+    builtin_model(cfg)  # before any process group or device is set up
     env = distributed.DistEnv.from_env()
     device = distributed.resolve_device(cfg.device, env)
     distributed.setup(env, device)
@@ -149,7 +163,7 @@ def _train(
     reporter.event(
         "start",
         command="train",
-        architecture=cfg.model.architecture,
+        architecture=builtin_model(cfg).architecture,
         device=str(device),
         worldSize=env.world_size,
         datasetDigest=run.data.digest,
@@ -241,19 +255,19 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
         )
     seed_everything(hp.seed)
     data = PreparedDataset(cfg.dataset_dir)
-    if data.task != cfg.model.task:
+    if data.task != builtin_model(cfg).task:
         raise ValueError(
-            f"model.task {cfg.model.task} does not match the Dataset's task {data.task}"
+            f"model.task {builtin_model(cfg).task} does not match the Dataset's task {data.task}"
         )
     sampler, loader = _train_loader(cfg, env, device, data.split("train"))
-    num_classes = cfg.model.num_classes or len(data.classes)
+    num_classes = builtin_model(cfg).num_classes or len(data.classes)
     if num_classes != len(data.classes):
         raise ValueError(
             f"model.numClasses {num_classes} does not match the dataset's {len(data.classes)} classes"
         )
     c, h, _ = data.shape
     options = model_options(cfg, data)
-    model = build_model(cfg.model.architecture, num_classes, c, h, options)
+    model = build_model(builtin_model(cfg).architecture, num_classes, c, h, options)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -294,7 +308,10 @@ def set_up(cfg: TrainConfig, env: distributed.DistEnv, device: torch.device) -> 
 
 def model_options(cfg: TrainConfig, data: PreparedDataset) -> dict[str, Any]:
     """The spec's model options over what the data decides (a text model's vocabulary)."""
-    return {**tasks.get(data.task).model_options(data.manifest), **(cfg.model.options or {})}
+    return {
+        **tasks.get(data.task).model_options(data.manifest),
+        **(builtin_model(cfg).options or {}),
+    }
 
 
 def checkpointer(cfg: TrainConfig) -> Checkpointer:
@@ -481,7 +498,7 @@ def export(run: Run, result: dict[str, Any], reporter: Reporter) -> None:
         out / "model",
         {
             "name": cfg.output.model_name or "model",
-            "architecture": cfg.model.architecture,
+            "architecture": builtin_model(cfg).architecture,
             "modelOptions": model_options(cfg, data),
             "numClasses": run.num_classes,
             "classes": data.classes,

@@ -34,7 +34,8 @@ from tauon_operator.api.common import quantity_value
 
 REPO = Path(__file__).resolve().parents[3]
 KIND = {"Dataset": Dataset, "TrainingJob": TrainingJob, "ModelDeployment": ModelDeployment}
-EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+# kustomization.yaml files are kustomize's, not objects to apply
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if p.name != "kustomization.yaml")
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 

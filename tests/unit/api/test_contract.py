@@ -27,7 +27,8 @@ from tauon_runtime import contract
 from tauon_runtime.contract import keys
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
+# kustomization.yaml files are kustomize's, not objects to apply
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if p.name != "kustomization.yaml")
 SOURCES = [p for root in ("operator", "runtime") for p in (REPO / root).rglob("*.py")]
 
 

@@ -385,3 +385,68 @@ def test_an_all_canary_rollout_is_fronted_by_the_canary_pods_and_forwards_nothin
     services = {svc["metadata"]["name"]: svc["spec"] for svc in kids["Service"]}
     assert services["web"]["selector"]["tauon.dev/track"] == "canary"
     assert all("canary" not in json.loads(c["data"]["run.json"]) for c in kids["ConfigMap"])
+
+
+# --- a team's own code -------------------------------------------------------------------------
+
+
+def own(name="gan", **spec) -> dict:
+    return cr("TrainingJob", name, {"command": ["python", "train.py"], "args": ["--latent", "32"],
+                                    "code": {"configMap": {"name": "gan-code"}}, **spec})
+
+
+def test_own_code_runs_its_command_with_the_contract_around_it():
+    kids = by_kind(trainingjob.build(own(datasetRef={"name": "digits"}), S, 0))
+    pod = kids["Job"][0]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert (c["command"], c["args"]) == (["python"], ["train.py", "--latent", "32"])
+    assert c["workingDir"] == "/code"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TAUON_RUN_CONFIG"] == "/etc/tauon/run.json"  # what tauon_runtime.sdk reads
+    assert (env["TAUON_DATASET_DIR"], env["TAUON_OUTPUT_DIR"]) == ("/data", "/output")
+    assert env["TAUON_CHECKPOINT_DIR"] == "/output/checkpoints" and env["PYTHONPATH"] == "/code"
+    # one process is not started by torchrun: its variables are set for it
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"]) == ("0", "1", "0", "1")
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["code"] == {"name": "code", "mountPath": "/code", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["code"]["configMap"] == {"name": "gan-code"}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "digits-data"
+    config = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert "model" not in config and config["output"]["modelName"] == "gan"
+    # the exit codes of a gate miss (3) and of a bad invocation (2) are not retried
+    rule = kids["Job"][0]["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3]
+
+
+def test_own_code_on_several_processes_goes_through_torchrun_without_python():
+    job = by_kind(trainingjob.build(own(workers=2, hyperparameters={"batchSize": 64}), S, 0))["Job"][0]
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["torchrun"]
+    assert c["args"][c["args"].index("--no-python"):] == ["--no-python", "python", "train.py", "--latent", "32"]
+    env = {e["name"] for e in c["env"]}
+    assert "RANK" not in env  # torchrun sets them per process
+
+
+def test_own_code_without_a_dataset_mounts_none():
+    spec = {"command": ["python", "-m", "policy"],
+            "code": {"persistentVolumeClaim": {"claimName": "team-code"}}}
+    pod = by_kind(trainingjob.build(cr("TrainingJob", "rl", spec), S, 0))["Job"][0]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "data" not in {m["name"] for m in c["volumeMounts"]}
+    assert "TAUON_DATASET_DIR" not in {e["name"] for e in c["env"]}
+    code = next(v for v in pod["volumes"] if v["name"] == "code")
+    assert code["persistentVolumeClaim"] == {"claimName": "team-code", "readOnly": True}
+
+
+def test_a_predictor_class_is_mounted_and_named_in_the_serve_config():
+    md = cr("ModelDeployment", "gan", {"model": {"trainingJobRef": {"name": "gan"}},
+                                       "predictor": {"className": "predictor:Generator",
+                                                     "code": {"configMap": {"name": "gan-code"}}}})
+    kids = by_kind(modeldeployment.build(md, S, ResolvedModel("gan-output", "model", "a" * 64)))
+    pod = kids["Deployment"][0]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["code"]["mountPath"] == "/code" and mounts["code"]["readOnly"] is True
+    assert {"name": "code", "configMap": {"name": "gan-code"}} in pod["volumes"]
+    config = json.loads(kids["ConfigMap"][0]["data"]["run.json"])
+    assert config["predictor"] == {"className": "predictor:Generator", "codeDir": "/code"}
