@@ -47,9 +47,9 @@ test: setup prometheus seaweedfs kueue browser lint ## every test: lint, unit, i
 	@# the modules that run pods on a node agent share one worker (tests/conftest.py).
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
-lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/
-	$(VENV)/bin/ruff check operator runtime
-	$(VENV)/bin/ruff format --check operator runtime
+lint: venv ## ruff (lint and format) and mypy on operator/ and runtime/, ruff on the examples' code
+	$(VENV)/bin/ruff check operator runtime examples
+	$(VENV)/bin/ruff format --check operator runtime examples
 	$(VENV)/bin/mypy operator/tauon_operator runtime/tauon_runtime
 
 unit: venv ## unit tests only (no cluster)

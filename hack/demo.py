@@ -80,10 +80,13 @@ def follow_training(cluster: Cluster, name: str, timeout: float = 900) -> dict:
         if event.get("event") == "epoch":
             m, pct = event.get("metrics") or {}, event.get("percent") or 0
             bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
+            if "trainLoss" in m:  # the built-in loop's
+                shown = (f"train loss {m.get('trainLoss', 0):.3f}  val loss {m.get('loss', 0):.3f}  "
+                         f"val acc {m.get('accuracy', 0):.3f}")
+            else:  # own code's, as it reported them
+                shown = "  ".join(f"{k} {v:.3f}" for k, v in m.items())
             print(f"  epoch {event['epoch']:>2}/{event['totalEpochs']} [{bar}] {pct:5.1f}%  "
-                  f"train loss {m.get('trainLoss', 0):.3f}  val loss {m.get('loss', 0):.3f}  "
-                  f"val acc {m.get('accuracy', 0):.3f}  eta {event.get('etaSeconds') or 0:.0f}s",
-                  flush=True)
+                  f"{shown}  eta {event.get('etaSeconds') or 0:.0f}s", flush=True)
         elif event.get("event") in ("evaluation", "exported"):
             print(f"  {DIM}{event['event']}: "
                   f"{json.dumps({k: v for k, v in event.items() if k not in ('event', 'time')})}{OFF}")
@@ -138,6 +141,20 @@ def predict_test_split(cluster: Cluster, ds: dict, endpoint: str):
         print(f"  {ok} true {classes[y]}  predicted {answer['label']}  (score {answer['score']:.3f})")
     print(f"  {shown}/{n} correct")
     return first
+
+
+def ask_predictor(endpoint: str, request: Path) -> None:
+    """The example's request.json, and the answer (long strings, such as a PNG, shortened)."""
+    body = json.loads(request.read_text())
+    print(f"  {DIM}POST /v1/predict {json.dumps(body)[:160]}{OFF}")
+    for p in post(f"http://{endpoint}/v1/predict", body)["predictions"]:
+        out = p["output"]
+        if isinstance(out, dict):
+            out = {k: (v[:24] + f"… ({len(v)} chars)" if isinstance(v, str) and len(v) > 40
+                       else "[…]" if isinstance(v, list) else v) for k, v in out.items()}
+        print(f"  {p['predictionId'][:8]}…  {json.dumps(out, ensure_ascii=False)}")
+        for row in p["output"].get("pixels") or [] if isinstance(p["output"], dict) else []:
+            print("      " + "".join(" .:-=+*#%@"[min(9, int(v) // 26)] * 2 for v in row))
 
 
 def model_deployment(name: str, uri: str, sha256: str) -> str:
@@ -219,8 +236,10 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
 
     objects = example_objects(example)
     rel = example.relative_to(REPO) if example.is_relative_to(REPO) else example
-    step(f"kubectl apply -f {rel}/")
-    print(cluster.kubectl("apply", "-n", NS, "-f", str(example)).stdout.strip())
+    # An example with code brings it as a ConfigMap through kustomize (its kustomization.yaml).
+    how = "-k" if (example / "kustomization.yaml").exists() else "-f"
+    step(f"kubectl apply {how} {rel}/")
+    print(cluster.kubectl("apply", "-n", NS, how, str(example)).stdout.strip())
 
     datasets = {}
     for name in objects["Dataset"]:
@@ -237,16 +256,19 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
 
     models = {}
     for name, tj_obj in objects["TrainingJob"].items():
-        arch = tj_obj["spec"]["model"]["architecture"]
-        step(f"the TrainingJob {name}: {arch} trains in a pod on the node agent (its log, live)")
+        spec = tj_obj["spec"]
+        what = (spec["model"]["architecture"] if spec.get("model")
+                else f"its own code (`{' '.join(spec['command'])}`, tauon_runtime.sdk)")
+        step(f"the TrainingJob {name}: {what} trains in a pod on the node agent (its log, live)")
         tj = follow_training(cluster, name)
         if tj["phase"] != "Succeeded":
             print(f"  TrainingJob {tj['phase']}: {ready_reason(tj)}")
             return 1
         model = models[name] = tj.get("model") or {}
-        acc = (model.get("metrics") or {}).get("accuracy")
-        print(f"  Succeeded: test accuracy {acc:.4f}; model {model.get('location')} "
-              f"sha256 {model.get('sha256')}")
+        metrics = model.get("metrics") or {}
+        shown = (f"test accuracy {metrics['accuracy']:.4f}" if "accuracy" in metrics
+                 else ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        print(f"  Succeeded: {shown}; model {model.get('location')} sha256 {model.get('sha256')}")
 
     # The console's pod starts once training is done: the digits trainer asks for both of the
     # node agent's CPUs, and the console's 50m kept it Pending.
@@ -264,6 +286,10 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
         if md_obj["spec"].get("retraining"):
             if not closed_loop_walk(cluster, name):
                 return 1
+            continue
+        if md_obj["spec"].get("predictor"):
+            step(f"a request through the predictor class {md_obj['spec']['predictor']['className']}")
+            ask_predictor(endpoint, example / "request.json")
             continue
         tj_name = md_obj["spec"]["model"].get("trainingJobRef", {}).get("name")
         ds_name = objects["TrainingJob"].get(tj_name, {}).get("spec", {}).get("datasetRef", {}).get("name")
@@ -286,7 +312,9 @@ def main(example: Path = REPO / "examples" / "digits") -> int:
                            "status.feedbackCount")
             print(f"  status.feedbackCount: {counted}")
 
-    stored = next((m for m in models.values() if str(m.get("location")).startswith("s3://")), None)
+    # The travelling model is a built-in one: own code's needs its predictor class to be served.
+    stored = next((m for n, m in models.items() if str(m.get("location")).startswith("s3://")
+                   and objects["TrainingJob"][n]["spec"].get("model")), None)
     if stored and cluster.object_store is not None:
         ds_name = next(iter(datasets), None)
         if not models_travel(cluster, stored, datasets.get(ds_name)):

@@ -67,7 +67,10 @@ def remove(cluster, namespace: str, *targets: str) -> None:
     agent has this machine's two CPUs, and a server left running keeps the next module's
     training pod Pending."""
     for target in targets:
-        args = ("-f", target) if Path(target).exists() else (target,)
+        if (Path(target) / "kustomization.yaml").exists():
+            args: tuple[str, ...] = ("-k", target)
+        else:
+            args = ("-f", target) if Path(target).exists() else (target,)
         cluster.kubectl("delete", "-n", namespace, *args, "--wait=false", "--ignore-not-found",
                         check=False)
 
