@@ -68,10 +68,12 @@ def summary(kind: str, obj: dict[str, Any]) -> dict[str, str]:
             progress = (
                 f"{p['percent']:.0f} % (epoch {p.get('epoch', 0)}/{p.get('totalEpochs', '?')})"
             )
-        acc = ((st.get("model") or {}).get("metrics") or {}).get("accuracy")
-        if acc is None:
-            acc = ((st.get("metrics") or {}).get("latest") or {}).get("accuracy")
-        metric = f"accuracy {fmt(acc)}" if acc is not None else ""
+        # The gate's metric: accuracy for a built-in model, own code's own (meanReturn, ...).
+        name = ((obj.get("spec") or {}).get("evaluation") or {}).get("metric") or "accuracy"
+        value = ((st.get("model") or {}).get("metrics") or {}).get(name)
+        if value is None:
+            value = ((st.get("metrics") or {}).get("latest") or {}).get(name)
+        metric = f"{name} {fmt(value)}" if value is not None else ""
     else:
         r = st.get("replicas") or {}
         if r:

@@ -68,3 +68,12 @@ def test_events_newest_first():
               {"type": "Warning", "reason": "New", "message": "b", "lastTimestamp": "2026-12-07T11:59:00Z"}]
     table = views.events_table(events, NOW)
     assert table.index("New") < table.index("Old") and "<td>1m</td>" in table
+
+
+def test_own_code_shows_the_metric_it_is_gated_on():
+    tj = obj("TrainingJob", "cartpole", {"phase": "Succeeded", "model": {"metrics": {"meanReturn": 484.66}}},
+             command=["python", "train.py"], evaluation={"metric": "meanReturn", "minimum": 195})
+    rows = views.overview_rows({"Dataset": [], "TrainingJob": [tj], "ModelDeployment": []}, NOW)
+    assert "meanReturn 484.66" in rows
+    page = views.trainingjob_live(tj, [], NOW)  # no datasetRef, no model.architecture: no crash
+    assert "484.66" in page
