@@ -152,7 +152,7 @@ def ask_predictor(endpoint: str, request: Path) -> None:
         if isinstance(out, dict):
             out = {k: (v[:24] + f"… ({len(v)} chars)" if isinstance(v, str) and len(v) > 40
                        else "[…]" if isinstance(v, list) else v) for k, v in out.items()}
-        print(f"  {p['predictionId'][:8]}…  {json.dumps(out, ensure_ascii=False)}")
+        print(f"  {p['predictionId']}  {json.dumps(out, ensure_ascii=False)}")
         for row in p["output"].get("pixels") or [] if isinstance(p["output"], dict) else []:
             print("      " + "".join(" .:-=+*#%@"[min(9, int(v) // 26)] * 2 for v in row))
 

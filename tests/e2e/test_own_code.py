@@ -2,7 +2,8 @@
 of the shipped examples): the RL example's PPO policy is solved on CartPole and its served
 policy balances the pole; the GAN example's DCGAN is gated on its Inception Score and its served
 generator draws digits over /v1 and OIP v2 (tritonclient). Code that fails, never reports, or
-misses its own gate is told as such in the TrainingJob's status."""
+misses its own gate is told as such in the TrainingJob's status; code on two processes runs
+under torchrun."""
 
 from __future__ import annotations
 
@@ -119,6 +120,19 @@ print("step 12: loss nan")
 raise RuntimeError("the loss went to nan at step 12")
 '''
 SILENT = "import time\ntime.sleep(12)\n"
+TWO_PROCESSES = '''
+import torch
+import torch.distributed as dist
+from tauon_runtime import sdk
+
+dist.init_process_group("gloo")  # torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR ...
+with sdk.run() as run:
+    total = torch.tensor([float(run.rank + 1)])
+    dist.all_reduce(total)
+    run.report(epoch=1, total_epochs=1, metrics={"rankSum": total.item()})
+    run.export(torch.nn.Linear(1, 1), metrics={"rankSum": total.item(), "worldSize": float(run.world_size)})
+dist.destroy_process_group()
+'''
 BELOW_GATE = '''
 import torch
 from tauon_runtime import sdk
@@ -144,8 +158,9 @@ def wrong(platform, gan):
     own_job(platform, "own-failing", FAILING)
     own_job(platform, "own-silent", SILENT)
     own_job(platform, "own-below-gate", BELOW_GATE, evaluation={"metric": "reward", "minimum": 10})
+    own_job(platform, "own-ddp", TWO_PROCESSES, processesPerWorker=2, hyperparameters={"batchSize": 2})
     yield platform
-    for name in ("own-failing", "own-silent", "own-below-gate"):
+    for name in ("own-failing", "own-silent", "own-below-gate", "own-ddp"):
         remove(platform, NS, f"tj/{name}", f"configmap/{name}-code")
 
 
@@ -177,3 +192,10 @@ def test_code_below_its_own_gate_is_rejected(wrong):
     assert ready["reason"] == "BelowEvaluationGate"
     assert "reward 3.0000 is below evaluation.minimum 10" in ready["message"]
     assert "model" not in tj
+
+
+def test_own_code_on_two_processes_runs_under_torchrun(wrong):
+    tj = finished(wrong, "own-ddp")
+    assert tj["phase"] == "Succeeded", condition(tj, "Ready")
+    assert tj["model"]["metrics"] == {"rankSum": 3.0, "worldSize": 2.0}  # both ranks took part
+    assert tj["metrics"]["history"] == [{"epoch": 1.0, "rankSum": 3.0}]  # rank 0 reported, once
