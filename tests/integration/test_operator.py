@@ -63,7 +63,7 @@ def test_dataset_becomes_a_claim_and_a_prepare_job_then_ready(cluster, namespace
     config = json.loads(get_json(cluster, "configmap", "digits-prepare", "-n", namespace)["data"]["run.json"])
     assert config["source"] == {"builtin": {"name": "digits"}}
     assert config["outputDir"] == "/data"
-    role = get_json(cluster, "role", "digits-runtime", "-n", namespace)
+    role = get_json(cluster, "role", "digits-prepare", "-n", namespace)
     assert role["rules"] == [{"apiGroups": ["tauon.dev"], "resources": ["datasets/status"],
                               "resourceNames": ["digits"], "verbs": ["get", "patch"]}]
 

@@ -292,8 +292,8 @@ def test_what_others_break_is_repaired_within_seconds(plane, ns, operator):
         # one-process run has no headless Service: the ModelDeployment's stands for the kind).
         for kind, name in (("service", "web"), ("configmap", "web-serving"),
                            ("configmap", "run-config"),
-                           ("rolebinding", "run-runtime"), ("role", "run-runtime"),
-                           ("serviceaccount", "run-runtime"), ("deployment", "web"),
+                           ("rolebinding", "run-trainer"), ("role", "run-trainer"),
+                           ("serviceaccount", "run-trainer"), ("deployment", "web"),
                            ("hpa", "elastic"), ("job", "run-a0")):
             uid = get_json(plane, kind, name, "-n", ns)["metadata"]["uid"]
             plane.kubectl("delete", kind, name, "-n", ns, "--wait=false")
@@ -311,11 +311,11 @@ def test_what_others_break_is_repaired_within_seconds(plane, ns, operator):
             {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": ["sleep"]}]))
         back("deployment", "web", lambda o: _container(o).get("args") == command)
         wait_phase(plane, "mdep", "web", ns, "Ready", timeout=30)
-        rules = get_json(plane, "role", "run-runtime", "-n", ns)["rules"]
-        plane.kubectl("patch", "role", "run-runtime", "-n", ns, "--type=json", "-p", json.dumps([
+        rules = get_json(plane, "role", "run-trainer", "-n", ns)["rules"]
+        plane.kubectl("patch", "role", "run-trainer", "-n", ns, "--type=json", "-p", json.dumps([
             {"op": "replace", "path": "/rules", "value": [
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]}]))
-        back("role", "run-runtime", lambda o: o["rules"] == rules)
+        back("role", "run-trainer", lambda o: o["rules"] == rules)
         cm = get_json(plane, "configmap", "web-serving", "-n", ns)
         plane.kubectl("patch", "configmap", "web-serving", "-n", ns, "--type=merge",
                       "-p", json.dumps({"data": {k: "{}" for k in cm["data"]}}))

@@ -9,9 +9,13 @@ from tauon_operator.api import GROUP
 from tauon_operator.meta import child_name, object_meta
 from tauon_runtime.contract.keys import ENV_SERVICEACCOUNT_DIR, ENV_STATUS_TARGET
 
+# Per kind: a Dataset and a TrainingJob of one name (a closed-loop round makes both) must not
+# share an identity, or each would rewrite the other's Role to its own object's status.
+_IDENTITY_SUFFIX = {"Dataset": "prepare", "TrainingJob": "trainer"}
+
 
 def service_account_name(parent: dict[str, Any]) -> str:
-    return child_name(parent["metadata"]["name"], "runtime")
+    return child_name(parent["metadata"]["name"], _IDENTITY_SUFFIX.get(parent["kind"], "runtime"))
 
 
 def runtime_access(parent: dict[str, Any], plural: str) -> list[dict[str, Any]]:

@@ -76,6 +76,17 @@ def test_a_trainingjob_and_a_modeldeployment_of_one_name_share_no_child():
     assert not names(serving) & names(training)
 
 
+def test_a_dataset_and_a_trainingjob_of_one_name_share_no_child():
+    # A closed-loop round is a Dataset and a TrainingJob both named <md>-retrain-<n>: with one
+    # `<name>-runtime` identity, each rewrote the other's Role to its own object's status.
+    preparing = dataset.build(cr("Dataset", "web-retrain-1", {"source": {"builtin": {"name": "digits"}}}), S)
+    training = trainingjob.build(tj("web-retrain-1"), S, 0)
+    names = lambda children: {(c["kind"], c["metadata"]["name"]) for c in children}  # noqa: E731
+    assert not names(preparing) & names(training)
+    accounts = {c["metadata"]["name"] for c in [*preparing, *training] if c["kind"] == "ServiceAccount"}
+    assert accounts == {"web-retrain-1-prepare", "web-retrain-1-trainer"}
+
+
 def test_every_pod_meets_the_restricted_profile():
     children = [*dataset.build(cr("Dataset", "d", {"source": {"builtin": {"name": "digits"}}}), S),
                 *trainingjob.build(tj(workers=2, hyperparameters={"batchSize": 64}), S, 0),
