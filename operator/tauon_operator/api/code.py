@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from .common import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, cel, rules
+from .common import DNS_SUBDOMAIN, ApiModel, cel, rules
 
 CODE_MOUNT = "/code"
 COMMAND_ITEMS = 64
@@ -31,8 +31,8 @@ class ClaimCode(ApiModel):
 
     claim_name: str = Field(
         min_length=1,
-        max_length=63,
-        pattern=DNS_LABEL,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,  # as a Dataset's pvc source takes it
         description="Name of the PersistentVolumeClaim.",
     )
 

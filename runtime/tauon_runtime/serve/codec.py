@@ -194,6 +194,23 @@ def _decode_v2_text(
     return encode_texts(_bytes_elements(tensor, shape[0], data), encoder, f"input {name!r}")
 
 
+def _check_datatype(tensor: RequestInput, datatype: str) -> None:
+    if datatype not in V2_DATATYPES:
+        raise BadInput(
+            f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
+            f"{', '.join(V2_DATATYPES)}"
+        )
+
+
+def _check_batch(tensor: RequestInput, shape: Sequence[int], max_batch: int) -> None:
+    if not shape or shape[0] < 1:
+        raise BadInput(f"input {tensor.name!r} has an empty batch (shape {_shape_str(shape)})")
+    if shape[0] > max_batch:
+        raise BadInput(
+            f"input {tensor.name!r} has a batch of {shape[0]}; at most {max_batch} per request"
+        )
+
+
 def decode_v2_input(
     tensor: RequestInput,
     name: str,
@@ -209,10 +226,7 @@ def decode_v2_input(
     datatype = tensor.datatype.upper()
     if datatype == "BYTES":
         return _decode_v2_text(tensor, max_batch, data, text_encoder)
-    if datatype not in V2_DATATYPES:
-        raise BadInput(
-            f"input {name!r} has datatype {tensor.datatype!r}; use one of {', '.join(V2_DATATYPES)}"
-        )
+    _check_datatype(tensor, datatype)
     shape = tensor.shape
     expected = [-1, *chw]
     if chw[1:] == (1, 1) and len(shape) == 2 and shape[1] == chw[0]:
@@ -221,10 +235,7 @@ def decode_v2_input(
         raise BadInput(
             f"input {name!r} has shape {_shape_str(shape)}; expected {_shape_str(expected)}"
         )
-    if shape[0] < 1:
-        raise BadInput(f"input {name!r} has an empty batch (shape {_shape_str(shape)})")
-    if shape[0] > max_batch:
-        raise BadInput(f"input {name!r} has a batch of {shape[0]}; at most {max_batch} per request")
+    _check_batch(tensor, shape, max_batch)
     count = math.prod(shape)
     if data is None:
         values = _from_json(tensor, datatype, count)
@@ -239,18 +250,9 @@ def decode_v2_tensor(
     """Any numeric v2 input tensor -> its values, in its own shape and datatype: the rows a
     predictor class gets, one per instance."""
     datatype = tensor.datatype.upper()
-    if datatype not in V2_DATATYPES:
-        raise BadInput(
-            f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
-            f"{', '.join(V2_DATATYPES)}"
-        )
+    _check_datatype(tensor, datatype)
     shape = tensor.shape
-    if not shape or shape[0] < 1:
-        raise BadInput(f"input {tensor.name!r} has an empty batch (shape {_shape_str(shape)})")
-    if shape[0] > max_batch:
-        raise BadInput(
-            f"input {tensor.name!r} has a batch of {shape[0]}; at most {max_batch} per request"
-        )
+    _check_batch(tensor, shape, max_batch)
     count = math.prod(shape)
     if data is not None:
         return _from_binary(tensor, datatype, count, data).reshape(shape)
